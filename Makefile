@@ -1,0 +1,44 @@
+# Two commands after cloning: `make run` and `make test`. Java 17+ is the one prerequisite.
+SHELL := /bin/bash
+VENV ?= .venv
+# Databricks Runtime 17.3 LTS runs Python 3.12: prefer it, accept 3.11+.
+PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 python3; do \
+	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
+BIN := $(VENV)/bin
+MOVIELENS_100K ?=
+SOURCE := $(if $(MOVIELENS_100K),--source $(MOVIELENS_100K),)
+PYTEST_ARGS ?=
+
+.PHONY: run test test-unit install check-java benchmark wheel clean
+
+run: install
+	$(BIN)/movielens-als run $(SOURCE)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+benchmark: install
+	$(BIN)/python benchmarks/als_ml100k.py
+
+wheel: install
+	$(BIN)/python -m build --wheel --outdir dist .
+
+install: check-java $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ not found (3.12 preferred, as on Databricks Runtime 17.3 LTS)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[evaluate,dev]"
+	@touch $@
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "Java 17 or 21 is required by Spark 4.0: sudo apt-get install openjdk-17-jre-headless (or brew install openjdk@17)"; exit 1; }
+	@v=$$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -1); \
+	  if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "Java $$v found; Spark 4.0 needs Java 17 or 21: sudo apt-get install openjdk-17-jre-headless"; exit 1; fi
+
+clean:
+	rm -rf $(VENV) .lakehouse dist build .pytest_cache

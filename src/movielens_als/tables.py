@@ -1,0 +1,94 @@
+"""Delta table definitions with comments, and the writes every task uses.
+
+Each table is declared once as a TableSpec (columns, types, comments). Writes replace or append
+data without touching the table's definition, and each write is one Delta commit: readers see
+the previous version or the new one, never a half-written table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from movielens_als.names import Namespace, quote
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    comment: str
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    comment: str
+    columns: tuple[Column, ...]
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self, namespace: Namespace) -> str:
+        cols = ",\n  ".join(
+            f"{quote(c.name, 'column')} {c.type}{'' if c.nullable else ' NOT NULL'} COMMENT {sql_string(c.comment)}"
+            for c in self.columns
+        )
+        props = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in self.properties.items())
+        return (
+            f"CREATE TABLE IF NOT EXISTS {namespace.table(self.name)} (\n  {cols}\n) USING DELTA"
+            f" COMMENT {sql_string(self.comment)}" + (f" TBLPROPERTIES ({props})" if props else "")
+        )
+
+    def conform(self, df: DataFrame) -> DataFrame:
+        """Select the spec's columns in order, cast to the declared types."""
+        return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in self.columns])
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def ensure_schema(spark: SparkSession, namespace: Namespace) -> None:
+    """Create the schema if it is missing (on Databricks the bundle normally owns it)."""
+    if not spark.catalog.databaseExists(f"{namespace.catalog}.{namespace.schema}"):
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {namespace.qualified_schema}")
+
+
+def ensure_table(spark: SparkSession, namespace: Namespace, spec: TableSpec) -> str:
+    """Create the table from its spec if missing; return its quoted name."""
+    ensure_schema(spark, namespace)
+    spark.sql(spec.ddl(namespace))
+    return namespace.table(spec.name)
+
+
+def overwrite(spark: SparkSession, namespace: Namespace, spec: TableSpec, df: DataFrame) -> None:
+    """Replace the table's rows in one Delta commit, keeping its definition and comments."""
+    name = ensure_table(spark, namespace, spec)
+    spec.conform(df).writeTo(name).overwrite(F.lit(True))
+
+
+def append(spark: SparkSession, namespace: Namespace, spec: TableSpec, df: DataFrame) -> None:
+    """Append rows in one Delta commit."""
+    name = ensure_table(spark, namespace, spec)
+    spec.conform(df).writeTo(name).append()
+
+
+def replace_where(spark: SparkSession, namespace: Namespace, spec: TableSpec, df: DataFrame, condition) -> None:
+    """Replace only the rows matching ``condition`` (a Column) in one Delta commit."""
+    name = ensure_table(spark, namespace, spec)
+    spec.conform(df).writeTo(name).overwrite(condition)
+
+
+def table_version(spark: SparkSession, namespace: Namespace, table: str) -> int | None:
+    """Latest Delta version of a table, or None if it does not exist."""
+    if not spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{table}"):
+        return None
+    row = spark.sql(f"DESCRIBE HISTORY {namespace.table(table)} LIMIT 1").select("version").first()
+    return int(row[0])

@@ -1,0 +1,50 @@
+"""One local Spark + Delta session for the whole run; a fresh schema and files area per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from movielens_als.names import Namespace
+from movielens_als.spark import get_spark
+
+
+@pytest.fixture(scope="session")
+def lakehouse_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lakehouse")
+
+
+@pytest.fixture(scope="session")
+def spark(lakehouse_home):
+    session = get_spark(lakehouse_home)
+    # Tiny test data: a couple of partitions beats the default split into many empty tasks.
+    session.conf.set("spark.sql.shuffle.partitions", "2")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def namespace(spark) -> Namespace:
+    """A schema of its own for each test, so tests never see each other's tables."""
+    ns = Namespace("spark_catalog", f"t_{uuid.uuid4().hex[:12]}")
+    spark.sql(f"CREATE SCHEMA {ns.qualified_schema}")
+    return ns
+
+
+@pytest.fixture
+def storage(tmp_path) -> Path:
+    path = tmp_path / "volume"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def movielens_100k() -> Path:
+    """The real ml-100k folder from MOVIELENS_100K (never committed: GroupLens forbids redistribution)."""
+    value = os.environ.get("MOVIELENS_100K")
+    if not value or not (Path(value) / "u.data").is_file():
+        pytest.skip("MOVIELENS_100K is not set to an ml-100k folder; CI sets ../shared/datasets/ml-100k")
+    return Path(value)
