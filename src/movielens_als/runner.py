@@ -148,7 +148,7 @@ def default_target(config: Mapping) -> str:
 
 def target_config(config: Mapping, target: str) -> dict:
     """The configuration as deployed to ``target``: its overrides merged in, variables' values
-    set as their defaults, ``targets`` removed, ``bundle.target`` set."""
+    set as their defaults, ``targets`` removed (still valid against the bundle schema)."""
     targets = config.get("targets") or {}
     if target not in targets:
         raise BundleError(f"unknown target {target!r}: the bundle defines {', '.join(sorted(targets)) or 'none'}")
@@ -164,7 +164,6 @@ def target_config(config: Mapping, target: str) -> dict:
         declared[name].update(_target_variable(declared[name], value))
     if declared:
         out["variables"] = declared
-    out["bundle"] = {**(out.get("bundle") or {}), "target": target}
     return out
 
 
@@ -185,8 +184,9 @@ class Resolver:
     lazily, only for the values asked for (a prod-only variable never has to have a value)."""
 
     def __init__(self, config: Mapping, variables: Mapping[str, Any] | None = None,
-                 env: Mapping[str, str] | None = None, user: str | None = None):
+                 env: Mapping[str, str] | None = None, user: str | None = None, target: str | None = None):
         self.config = config
+        self.target = target
         self.variables = dict(variables or {})  # highest precedence, like `--var`
         self.env = os.environ if env is None else env
         self.user = user or getpass.getuser()
@@ -218,6 +218,8 @@ class Resolver:
                 return _walk(value, parts[2:], path)
             if parts[:2] == ["workspace", "current_user"] and len(parts) == 3:
                 return self._current_user(parts[2])
+            if parts == ["bundle", "target"] and self.target is not None:
+                return self.target
             return self.resolve(_walk(self.config, parts, path))
         finally:
             self._stack.pop()
@@ -371,10 +373,10 @@ def plan_job(bundle_root: str | os.PathLike, target: str = LOCAL_TARGET, *, job:
     forced = {}
     if "catalog" in declared:
         forced["catalog"] = LOCAL_CATALOG
-        original = Resolver(resolved, env=env, user=user).variable("catalog")
+        original = Resolver(resolved, env=env, user=user, target=target_name).variable("catalog")
         if original != LOCAL_CATALOG:
             notes.append(f"catalog {original!r} of target {target_name!r} is {LOCAL_CATALOG!r} locally")
-    resolver = Resolver(resolved, forced, env=env, user=user)
+    resolver = Resolver(resolved, forced, env=env, user=user, target=target_name)
     jobs = (resolved.get("resources") or {}).get("jobs") or {}
     if job not in jobs:
         raise BundleError(f"no job {job!r} in the bundle's resources (it has {', '.join(jobs) or 'none'})")
