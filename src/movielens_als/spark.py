@@ -45,6 +45,7 @@ def _local_session(home: Path, app_name: str) -> SparkSession:
     # Workers must run the driver's interpreter, not whatever python3 is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no network needed, no hostname warning
     cores = os.cpu_count() or 2
     builder = (
         SparkSession.builder.master(f"local[{cores}]")
@@ -53,12 +54,12 @@ def _local_session(home: Path, app_name: str) -> SparkSession:
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.warehouse.dir", str(home / "warehouse"))
         # Derby keeps table definitions in the home, so a later process sees earlier tables.
-        .config("javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true")
         .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true")
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home} -Xss16m")
+        .config("spark.driver.extraJavaOptions",
+                f"-Dderby.system.home={home} -Xss16m -Dlog4j.configurationFile={Path(__file__).with_name('log4j2.properties')}")
         .config("spark.sql.shuffle.partitions", str(max(2, 2 * cores)))
         .config("spark.default.parallelism", str(max(2, 2 * cores)))
-        .config("spark.driver.memory", os.environ.get("MOVIELENS_ALS_DRIVER_MEMORY", "6g"))
+        .config("spark.driver.memory", os.environ.get("MOVIELENS_ALS_DRIVER_MEMORY", "4g"))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
