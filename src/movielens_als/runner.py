@@ -488,14 +488,16 @@ def format_metrics(rows: Sequence[Mapping]) -> list[str]:
     table: dict[tuple, dict[str, float]] = {}
     for r in rows:
         table.setdefault((r["metric"], r["k"]), {})[r["model"]] = r["value"]
-    lines = [f"  {'metric':<26}" + "".join(f"{c:>14}" for c in columns)]
+    widths = [max(10, len(c)) for c in models] + ([10, 16] if has_baseline else [])
+    row = lambda label, cells: f"  {label:<24}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths))  # noqa: E731
+    lines = [row("metric", columns)]
     for (metric, k), values in sorted(table.items(), key=lambda item: (item[0][1] is not None, item[0][0])):
         label = _label(metric, k)
         cells = [_number(values.get(m)) for m in models]
         if has_baseline:
             cells.append(_number(values.get("baseline")))
             cells.append(_versus(metric, values, models))
-        lines.append(f"  {label:<26}" + "".join(f"{c:>14}" for c in cells))
+        lines.append(row(label, cells))
     return lines
 
 
@@ -551,19 +553,18 @@ def _exists(spark, namespace, table: str) -> bool:
 
 
 def _metrics_section(spark, namespace, run_id, users, per_user) -> list[str]:
-    from pyspark.sql import functions as F
-
     if not _exists(spark, namespace, "model_metrics"):
         return ["  metrics: model_metrics is not there yet (evaluate has not run)"]
-    metrics = spark.table(namespace.table("model_metrics"))
+    # A few rows per evaluated run: one collect beats several small Spark jobs.
+    rows = [r.asDict() for r in spark.table(namespace.table("model_metrics"))
+            .select("run_id", "model", "protocol", "metric", "k", "value", "evaluated_at").collect()]
+    if not rows:
+        return ["  metrics: model_metrics is empty"]
     chosen, note = run_id, ""
-    if metrics.where(F.col("run_id") == run_id).limit(1).count() == 0:
-        latest = metrics.orderBy(F.col("evaluated_at").desc()).select("run_id").first()
-        if latest is None:
-            return ["  metrics: model_metrics is empty"]
-        chosen, note = latest["run_id"], " (this run has none: the latest evaluated run)"
-    rows = [r.asDict() for r in metrics.where(F.col("run_id") == chosen)
-            .select("model", "protocol", "metric", "k", "value").collect()]
+    if not any(r["run_id"] == run_id for r in rows):
+        chosen = max(rows, key=lambda r: (r["evaluated_at"] is not None, r["evaluated_at"] or 0))["run_id"]
+        note = " (this run has none: the latest evaluated run)"
+    rows = [r for r in rows if r["run_id"] == chosen]
     protocols = ", ".join(sorted({r["protocol"] for r in rows if r["protocol"]}))
     return [f"  metrics of run {chosen}{note}, protocol {protocols or '-'}, test split:", *format_metrics(rows)]
 
@@ -574,16 +575,19 @@ def _recommendations_section(spark, namespace, run_id, users, per_user) -> list[
     if not _exists(spark, namespace, "user_recommendations"):
         return ["  recommendations: user_recommendations is not there yet (recommend has not run)"]
     recs = spark.table(namespace.table("user_recommendations"))
-    if recs.where(F.col("model_run_id") == run_id).limit(1).count():
-        recs = recs.where(F.col("model_run_id") == run_id)
-    sample_users = [r["user_id"] for r in recs.select("user_id").distinct().orderBy("user_id").limit(users).collect()]
+    mine = recs.where(F.col("model_run_id") == run_id)
+    sample_users = [r[0] for r in mine.select("user_id").distinct().orderBy("user_id").limit(users).collect()]
+    note = ""
+    if not sample_users:  # recommend ran from another training run: show what is there
+        mine = recs
+        sample_users = [r[0] for r in recs.select("user_id").distinct().orderBy("user_id").limit(users).collect()]
+        note = " (none from this run)"
     if not sample_users:
         return ["  recommendations: user_recommendations is empty"]
-    picked = recs.where(F.col("user_id").isin(sample_users) & (F.col("rank") <= per_user))
+    picked = mine.where(F.col("user_id").isin(sample_users) & (F.col("rank") <= per_user))
     if _exists(spark, namespace, "movies"):
-        titles = spark.table(namespace.table("movies")).select("movie_id", "title")
-        picked = picked.join(titles, "movie_id", "left")
+        picked = picked.join(spark.table(namespace.table("movies")).select("movie_id", "title"), "movie_id", "left")
     else:
         picked = picked.withColumn("title", F.lit(None).cast("string"))
     rows = [r.asDict() for r in picked.select("user_id", "rank", "movie_id", "title", "score").collect()]
-    return [f"  top {per_user} recommendations for {len(sample_users)} users:", *format_recommendations(rows)]
+    return [f"  top {per_user} recommendations for {len(sample_users)} users{note}:", *format_recommendations(rows)]
