@@ -1,0 +1,201 @@
+"""``movielens-als sql``: run SQL against the lakehouse as on Databricks, printed as a table, JSON or CSV.
+
+The current catalog and schema are set to the namespace, so the unqualified names of the README
+queries resolve exactly as in a Databricks SQL editor with that schema selected.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import json
+import math
+
+from pyspark.sql import SparkSession
+
+from movielens_als.errors import MovieLensAlsError
+from movielens_als.names import Namespace, quote
+
+FORMATS = ("table", "json", "csv")
+
+
+def split_statements(text: str) -> list[str]:
+    """Split SQL text on ``;`` outside quotes, backticks and comments; drop empty statements.
+
+    Comments stay inside their statement (Spark ignores them); a statement that is only comments
+    is dropped.
+    """
+    statements: list[str] = []
+    buf: list[str] = []
+    has_code = False
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in ("'", '"', "`"):
+            end = _closing_quote(text, i)
+            buf.append(text[i:end])
+            has_code = True
+            i = end
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            buf.append(text[i:end])
+            i = end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                raise MovieLensAlsError("unterminated /* comment in SQL text")
+            buf.append(text[i:end + 2])
+            i = end + 2
+        elif c == ";":
+            if has_code:
+                statements.append("".join(buf).strip())
+            buf, has_code = [], False
+            i += 1
+        else:
+            buf.append(c)
+            has_code = has_code or not c.isspace()
+            i += 1
+    if has_code:
+        statements.append("".join(buf).strip())
+    return statements
+
+
+def _closing_quote(text: str, start: int) -> int:
+    """Index just past the quote closing the one at ``start`` (backslash escapes in strings)."""
+    q = text[start]
+    i = start + 1
+    while i < len(text):
+        if text[i] == "\\" and q != "`":
+            i += 2
+            continue
+        if text[i] == q:
+            if q == "`" and text.startswith("``", i):  # a doubled backtick is a literal backtick
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    raise MovieLensAlsError(f"unterminated {q} quote in SQL text")
+
+
+def use_namespace(spark: SparkSession, namespace: Namespace) -> None:
+    """Make the namespace's catalog and schema current, so unqualified names resolve in it."""
+    spark.sql(f"USE {namespace.qualified_schema}")
+
+
+def substitute(query: str, namespace: Namespace) -> str:
+    """Replace ``{catalog}`` and ``{schema}`` by the validated, backtick-quoted namespace parts."""
+    return query.replace("{catalog}", quote(namespace.catalog, "catalog")).replace(
+        "{schema}", quote(namespace.schema, "schema")
+    )
+
+
+def run_sql(spark: SparkSession, namespace: Namespace, query: str, fmt: str = "table", limit: int = 1000) -> str:
+    """Run ``query`` (one or more ``;``-separated statements) in the namespace; format the last result."""
+    if fmt not in FORMATS:
+        raise MovieLensAlsError(f"invalid format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise MovieLensAlsError(f"invalid limit {limit!r}: expected a positive integer")
+    statements = split_statements(substitute(query, namespace))
+    if not statements:
+        raise MovieLensAlsError("no SQL statement given")
+    if not spark.catalog.databaseExists(f"{namespace.catalog}.{namespace.schema}"):
+        raise MovieLensAlsError(f"schema {namespace} does not exist: run `movielens-als land` first")
+    use_namespace(spark, namespace)
+    df = None
+    for statement in statements:
+        df = _execute(spark, statement)
+    columns = df.columns
+    rows = [tuple(r) for r in df.limit(limit + 1).collect()] if columns else []
+    truncated = len(rows) > limit
+    rows = rows[:limit]
+    if fmt == "json":
+        return "\n".join(json.dumps(dict(zip(columns, map(_json_value, r))), ensure_ascii=False) for r in rows)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_csv_value(v) for v in r] for r in rows])
+        return out.getvalue().rstrip("\n")
+    if not columns:
+        return "OK"
+    return format_table(columns, rows, truncated=truncated)
+
+
+def _execute(spark: SparkSession, statement: str):
+    from pyspark.errors import AnalysisException, ParseException
+
+    try:
+        return spark.sql(statement)
+    except (AnalysisException, ParseException) as exc:
+        # One line for the command line: Spark's messages carry the SQL position in later lines.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MovieLensAlsError(f"SQL failed: {first}") from exc
+
+
+def _text(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.4f}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_text(k)}: {_text(v)}" for k, v in value.items()) + "}"
+    if hasattr(value, "asDict"):
+        return _text(value.asDict())
+    return str(value)
+
+
+def format_table(columns: list[str], rows: list[tuple], truncated: bool = False) -> str:
+    """An aligned text table (floats to 4 decimals), with a row count footer."""
+    cells = [[_text(v) for v in r] for r in rows]
+    numeric = [
+        all(isinstance(r[i], (int, float, decimal.Decimal)) and not isinstance(r[i], bool)
+            for r in rows if r[i] is not None)
+        and any(r[i] is not None for r in rows)
+        for i in range(len(columns))
+    ]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values):
+        return " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(columns), "-+-".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    count = f"({len(rows)} row{'s' if len(rows) != 1 else ''}{', truncated' if truncated else ''})"
+    return "\n".join(out + [count])
+
+
+def _json_value(value):
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if hasattr(value, "asDict"):
+        return _json_value(value.asDict())
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, dict)) or hasattr(value, "asDict"):
+        return json.dumps(_json_value(value), ensure_ascii=False)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    return value
