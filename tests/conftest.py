@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 
 from movielens_als.names import Namespace
 from movielens_als.spark import get_spark
+
+# Timestamps collected to Python are local times: pin UTC, as on Databricks.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +24,7 @@ def lakehouse_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def spark(lakehouse_home):
+    os.environ.setdefault("MOVIELENS_ALS_DRIVER_MEMORY", "2g")
     session = get_spark(lakehouse_home)
     # Tiny test data: a couple of partitions beats the default split into many empty tasks.
     session.conf.set("spark.sql.shuffle.partitions", "2")

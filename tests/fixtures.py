@@ -52,7 +52,7 @@ def write_csv_release(folder: Path, *, ratings: list[str] | None = None, movies:
     _write(folder / "movies.csv", ["movieId,title,genres"] + (movies if movies is not None else [
         "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy",
         '2,"American President, The (1995)",Comedy|Drama|Romance',
-        "3,Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001),Comedy|Romance",
+        '3,"Amélie (Fabuleux destin d\'Amélie Poulain, Le) (2001)",Comedy|Romance',
         "4,Dilwale Dulhania Le Jayenge (1995),(no genres listed)"]), "utf-8")
     return folder
 

@@ -103,10 +103,10 @@ def test_top_n_matches_brute_force_on_random_factors(spark):
 def test_similar_movies_rank_by_cosine_excluding_self(spark):
     items = [(1, [1, 0]), (2, [2, 0.5]), (3, [0, 1]), (4, [1, 1]), (5, [-1, 0])]
     result = rec.similar_movies_fn(factors(spark, items), 2, block_size=2)
-    c12 = 2 / np.sqrt(4.25)
-    c24 = 2.5 / (np.sqrt(4.25) * np.sqrt(2))
-    c14 = 1 / np.sqrt(2)
-    c23 = 0.5 / np.sqrt(4.25)
+    c12 = float(2 / np.sqrt(4.25))
+    c24 = float(2.5 / (np.sqrt(4.25) * np.sqrt(2)))
+    c14 = float(1 / np.sqrt(2))
+    c23 = float(0.5 / np.sqrt(4.25))
     expected = spark.createDataFrame([
         (1, 1, 2, c12), (1, 2, 4, c14),
         (2, 1, 1, c12), (2, 2, 4, c24),
@@ -122,7 +122,7 @@ def test_similar_movies_only_suggest_candidate_movies(spark):
     candidates = spark.createDataFrame([(1,), (3,)], "movie_id INT")
     result = rec.similar_movies_fn(factors(spark, items), 1, candidates=candidates)
     expected = spark.createDataFrame([
-        (1, 1, 3, 0.0), (2, 1, 1, 2 / np.sqrt(4.25)), (3, 1, 1, 0.0), (4, 1, 1, 1 / np.sqrt(2)),
+        (1, 1, 3, 0.0), (2, 1, 1, float(2 / np.sqrt(4.25))), (3, 1, 1, 0.0), (4, 1, 1, float(1 / np.sqrt(2))),
     ], SIMILAR)
     assert_approx_df_equality(ordered(result, "movie_id"), expected, 1e-6, ignore_nullable=True)
 

@@ -1,0 +1,176 @@
+"""Deterministic train / validation / test splits of ``ratings``, kept in the ``splits`` Delta table.
+
+Protocols:
+
+* ``benchmark``: Microsoft Recommenders' ``python_stratified_split`` (ratio 0.75, filter_by item,
+  seed 42) done in Spark: per movie, a seeded shuffle puts ``round(0.75 * n)`` ratings (Python's
+  round-half-even) in train and the rest in test.
+* ``quickstart``: a random 0.75 / 0.25 split, seed 123, as in the recommenders ALS quick start.
+* ``chrono``: per user, the latest 25% of ratings go to test.
+
+The validation split is carved from train only, the same way as the protocol's test split, so
+the test rows never choose hyperparameters. Randomness comes from a hash of (seed, user, movie),
+not ``rand()``: the result does not depend on partitioning, cluster size or run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column as SqlColumn
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from movielens_als import tables
+from movielens_als.errors import MovieLensAlsError
+from movielens_als.names import Namespace
+from movielens_als.task import TaskResult
+from movielens_als.tables import Column, TableSpec
+
+SPLITS = TableSpec(
+    "splits",
+    "Train/validation/test assignment of every rating, per protocol (benchmark: stratified per movie 0.75, seed 42; "
+    "quickstart: random 0.75, seed 123; chrono: latest 25% per user to test). validation is carved from train only. "
+    "Each split run replaces only its protocol's rows.",
+    (
+        Column("user_id", "INT", "User id"),
+        Column("movie_id", "INT", "Movie id"),
+        Column("rating", "DOUBLE", "Rating as in ratings"),
+        Column("rated_at", "TIMESTAMP", "When the rating was given"),
+        Column("protocol", "STRING", "benchmark, quickstart or chrono"),
+        Column("split", "STRING", "train, validation (carved from train, for tuning) or test"),
+        Column("seed", "INT", "Seed of the protocol's shuffles (NULL for chrono, which is not random)"),
+        Column("ratings_version", "BIGINT", "Delta version of ratings the split was made from"),
+    ),
+)
+
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+RATIO = 0.75
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    kind: str  # stratified | random | chrono
+    default_seed: int | None
+    by: str | None = None
+
+
+PROTOCOLS = {
+    "benchmark": Protocol("benchmark", "stratified", 42, "movie_id"),
+    "quickstart": Protocol("quickstart", "random", 123),
+    "chrono": Protocol("chrono", "chrono", None, "user_id"),
+}
+
+
+def _uniform(seed: int, salt: str) -> SqlColumn:
+    """A deterministic pseudo-random number in [0, 1) per (seed, salt, user, movie)."""
+    h = F.xxhash64(F.lit(seed), F.lit(salt), F.col("user_id"), F.col("movie_id"))
+    return F.pmod(h, F.lit(1 << 30)).cast("double") / float(1 << 30)
+
+
+def stratified_split_fn(df: DataFrame, ratio: float, seed: int, by: str = "movie_id",
+                        labels: tuple[str, str] = (TRAIN, TEST), salt: str = "test") -> DataFrame:
+    """Per group of ``by``: a seeded shuffle, the first ``round(ratio * n)`` rows get ``labels[0]``.
+
+    ``round`` is half-to-even as in recommenders (``np.split`` at ``round(x * len)``), so a movie with
+    one rating keeps it in train and one with two ratings keeps both.
+    """
+    w = Window.partitionBy(by).orderBy(_uniform(seed, salt), "user_id", "movie_id")
+    n = F.count(F.lit(1)).over(Window.partitionBy(by))
+    return (
+        df.withColumn("_pos", F.row_number().over(w))
+        .withColumn("split", F.when(F.col("_pos") <= F.bround(n * ratio, 0), labels[0]).otherwise(labels[1]))
+        .drop("_pos")
+    )
+
+
+def random_split_fn(df: DataFrame, ratio: float, seed: int, labels: tuple[str, str] = (TRAIN, TEST),
+                    salt: str = "test") -> DataFrame:
+    """Each row independently gets ``labels[0]`` with probability ``ratio``."""
+    return df.withColumn("split", F.when(_uniform(seed, salt) < ratio, labels[0]).otherwise(labels[1]))
+
+
+def chrono_split_fn(df: DataFrame, ratio: float, by: str = "user_id",
+                    labels: tuple[str, str] = (TRAIN, TEST)) -> DataFrame:
+    """Per group of ``by``: the earliest ``round(ratio * n)`` ratings get ``labels[0]``, the latest the rest."""
+    w = Window.partitionBy(by).orderBy("rated_at", "movie_id", "user_id")
+    n = F.count(F.lit(1)).over(Window.partitionBy(by))
+    return (
+        df.withColumn("_pos", F.row_number().over(w))
+        .withColumn("split", F.when(F.col("_pos") <= F.bround(n * ratio, 0), labels[0]).otherwise(labels[1]))
+        .drop("_pos")
+    )
+
+
+def split_fn(ratings: DataFrame, protocol: str, seed: int | None = None, ratio: float = RATIO) -> DataFrame:
+    """``ratings`` with a ``split`` column: test by the protocol, then validation carved from train the same way."""
+    spec = _protocol(protocol)
+    seed = spec.default_seed if seed is None else seed
+
+    def once(df: DataFrame, labels: tuple[str, str], salt: str) -> DataFrame:
+        if spec.kind == "stratified":
+            return stratified_split_fn(df, ratio, seed, spec.by, labels, salt)
+        if spec.kind == "random":
+            return random_split_fn(df, ratio, seed, labels, salt)
+        return chrono_split_fn(df, ratio, spec.by, labels)
+
+    first = once(ratings, (TRAIN, TEST), "test").cache()
+    test = first.where(F.col("split") == TEST)
+    # Only train rows are split again: validation never sees a test row.
+    train = once(first.where(F.col("split") == TRAIN).drop("split"), (TRAIN, VALIDATION), "validation")
+    return train.unionByName(test)
+
+
+def _protocol(protocol: str) -> Protocol:
+    if protocol not in PROTOCOLS:
+        raise MovieLensAlsError(f"unknown protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
+
+
+def split(spark: SparkSession, namespace: Namespace, protocol: str = "benchmark", seed: int | None = None) -> TaskResult:
+    """Split ``ratings`` by ``protocol`` and replace that protocol's rows of ``splits``."""
+    spec = _protocol(protocol)
+    if spec.kind == "chrono" and seed is not None:
+        raise MovieLensAlsError("the chrono protocol is not random: do not pass --seed")
+    seed = spec.default_seed if seed is None else seed
+    version = tables.table_version(spark, namespace, "ratings")
+    if version is None:
+        raise MovieLensAlsError(f"no ratings table in {namespace}: run `movielens-als land` first")
+    ratings = spark.read.option("versionAsOf", version).table(namespace.table("ratings"))
+    missing = {"user_id", "movie_id", "rating", "rated_at"} - set(ratings.columns)
+    if missing:
+        raise MovieLensAlsError(f"{namespace}.ratings lacks columns {sorted(missing)}")
+    ratings = ratings.select("user_id", "movie_id", "rating", "rated_at")
+    if ratings.limit(1).count() == 0:
+        raise MovieLensAlsError(f"{namespace}.ratings is empty: nothing to split")
+
+    out = (
+        split_fn(ratings, protocol, seed)
+        .withColumn("protocol", F.lit(protocol))
+        .withColumn("seed", F.lit(seed).cast("int"))
+        .withColumn("ratings_version", F.lit(version).cast("bigint"))
+    )
+    tables.replace_where(spark, namespace, SPLITS, out, F.col("protocol") == protocol)
+    counts = {
+        r["split"]: r["count"]
+        for r in spark.table(namespace.table(SPLITS.name)).where(F.col("protocol") == protocol)
+        .groupBy("split").count().collect()
+    }
+    return TaskResult(
+        "split",
+        rows={SPLITS.name: sum(counts.values())},
+        details={"protocol": protocol, "seed": seed, "ratings_version": version,
+                 **{s: counts.get(s, 0) for s in (TRAIN, VALIDATION, TEST)}},
+    )
+
+
+def read_splits(spark: SparkSession, namespace: Namespace, protocol: str) -> DataFrame:
+    """The ``splits`` rows of one protocol; a clear error if ``split`` has not run for it."""
+    _protocol(protocol)
+    if not spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{SPLITS.name}"):
+        raise MovieLensAlsError(f"no splits table in {namespace}: run `movielens-als split --protocol {protocol}` first")
+    df = spark.table(namespace.table(SPLITS.name)).where(F.col("protocol") == protocol)
+    if df.limit(1).count() == 0:
+        raise MovieLensAlsError(f"no {protocol} rows in {namespace}.splits: run `movielens-als split --protocol {protocol}`")
+    return df

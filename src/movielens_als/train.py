@@ -1,0 +1,418 @@
+"""Tune on the validation split, refit on train + validation, save both ALS models of a run.
+
+Rating model: a regularised baseline ``mu + b_user + b_item`` plus explicit ALS on its residuals,
+clipped to the rating scale. Ranking model: implicit ALS (confidence ``1 + alpha * value``) for
+top-k. Hyperparameters are chosen on ``validation`` (carved from train by ``split``), never on
+``test``: the rating model by RMSE, the ranking model by nDCG@k.
+
+Grid format (``--grid`` JSON; omitted keys keep the default grid's values)::
+
+    {"rating":  {"reg_user": [5, 10], "reg_item": [5, 10], "rank": [10, 50],
+                 "reg_param": [0.1, 0.2], "max_iter": [15]},
+     "ranking": {"rank": [64, 128], "reg_param": [0.05, 0.1], "alpha": [0.5, 1.0],
+                 "max_iter": [10], "implicit_value": ["one", "rating"]},
+     "k": 10, "seed": 42}
+
+The bias regularisers are chosen first (baseline RMSE), then the residual ALS grid with them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from movielens_als import tables
+from movielens_als.errors import MovieLensAlsError
+from movielens_als.metrics import ranking_metrics_fn, rating_metrics_fn, top_k_fn
+from movielens_als.models import TRAINING_RUNS, model_dir, validate_run_id
+from movielens_als.names import Namespace
+from movielens_als.spark import ensure_checkpoint_dir
+from movielens_als.splits import TEST, TRAIN, VALIDATION, read_splits
+from movielens_als.task import TaskResult
+
+log = logging.getLogger(__name__)
+
+USER, ITEM, RATING = "user_id", "movie_id", "rating"
+
+# Small enough for `make run` on ml-100k in a few minutes on 2 cores; holds the benchmark winners.
+DEFAULT_GRID: dict[str, Any] = {
+    "rating": {"reg_user": [10.0], "reg_item": [10.0], "rank": [50], "reg_param": [0.1, 0.2], "max_iter": [15]},
+    "ranking": {"rank": [64], "reg_param": [0.1], "alpha": [1.0], "max_iter": [10], "implicit_value": ["one"]},
+    "k": 10,
+    "seed": 42,
+}
+_NUMERIC = {
+    "rating": {"reg_user": float, "reg_item": float, "rank": int, "reg_param": float, "max_iter": int},
+    "ranking": {"rank": int, "reg_param": float, "alpha": float, "max_iter": int},
+}
+IMPLICIT_VALUES = ("one", "rating")
+
+
+# ---------------------------------------------------------------- grid
+
+
+def parse_grid(grid: str | dict | None) -> dict[str, Any]:
+    """The default grid overlaid with ``grid`` (JSON text or dict), validated; lists everywhere."""
+    if grid is None or grid == "":
+        user: dict = {}
+    elif isinstance(grid, dict):
+        user = grid
+    else:
+        try:
+            user = json.loads(grid)
+        except json.JSONDecodeError as exc:
+            raise MovieLensAlsError(f"--grid is not valid JSON: {exc}") from None
+    if not isinstance(user, dict):
+        raise MovieLensAlsError("--grid must be a JSON object with keys rating, ranking, k, seed")
+    unknown = set(user) - set(DEFAULT_GRID)
+    if unknown:
+        raise MovieLensAlsError(f"--grid: unknown keys {sorted(unknown)}; expected {sorted(DEFAULT_GRID)}")
+    out: dict[str, Any] = {}
+    for model, types in _NUMERIC.items():
+        section = user.get(model, {})
+        if not isinstance(section, dict):
+            raise MovieLensAlsError(f"--grid: {model} must be an object of parameter lists")
+        allowed = set(types) | ({"implicit_value"} if model == "ranking" else set())
+        bad = set(section) - allowed
+        if bad:
+            raise MovieLensAlsError(f"--grid: unknown {model} parameters {sorted(bad)}; expected {sorted(allowed)}")
+        merged = {}
+        for name in sorted(allowed):
+            values = section.get(name, DEFAULT_GRID[model][name])
+            values = values if isinstance(values, list) else [values]
+            if not values:
+                raise MovieLensAlsError(f"--grid: {model}.{name} is an empty list")
+            merged[name] = [_check_value(model, name, v) for v in values]
+        out[model] = merged
+    for name in ("k", "seed"):
+        value = user.get(name, DEFAULT_GRID[name])
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "k" else 0):
+            raise MovieLensAlsError(f"--grid: {name} must be a {'positive' if name == 'k' else 'non-negative'} integer")
+        out[name] = value
+    return out
+
+
+def _check_value(model: str, name: str, value: Any) -> Any:
+    if name == "implicit_value":
+        if value not in IMPLICIT_VALUES:
+            raise MovieLensAlsError(f"--grid: ranking.implicit_value must be one of {IMPLICIT_VALUES}, got {value!r}")
+        return value
+    kind = _NUMERIC[model][name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise MovieLensAlsError(f"--grid: {model}.{name} values must be {kind.__name__}s, got {value!r}")
+    value = kind(value)
+    low = 1 if kind is int else 0
+    if value < low:
+        raise MovieLensAlsError(f"--grid: {model}.{name} must be >= {low}, got {value!r}")
+    return value
+
+
+def grid_points(section: dict[str, list], names: list[str]) -> list[dict[str, Any]]:
+    """Cartesian product of the listed parameters, in a stable order."""
+    return [dict(zip(names, combo)) for combo in itertools.product(*(section[n] for n in names))]
+
+
+# ---------------------------------------------------------------- bias baseline
+
+
+@dataclass
+class BiasBaseline:
+    """``mu + b_user + b_item``, each bias shrunk towards 0 by its regulariser; unknown ids get 0."""
+
+    global_mean: float
+    user_bias: DataFrame  # user_id, user_bias
+    item_bias: DataFrame  # movie_id, item_bias
+    rating_min: float
+    rating_max: float
+
+    def predict(self, df: DataFrame, out: str = "baseline") -> DataFrame:
+        return (
+            df.join(F.broadcast(self.user_bias), USER, "left")
+            .join(F.broadcast(self.item_bias), ITEM, "left")
+            .withColumn(out, F.lit(self.global_mean) + F.coalesce("user_bias", F.lit(0.0))
+                        + F.coalesce("item_bias", F.lit(0.0)))
+            .drop("user_bias", "item_bias")
+        )
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.user_bias.write.mode("overwrite").parquet(str(path / "user_bias"))
+        self.item_bias.write.mode("overwrite").parquet(str(path / "item_bias"))
+        (path / "baseline.json").write_text(json.dumps(
+            {"global_mean": self.global_mean, "rating_min": self.rating_min, "rating_max": self.rating_max}))
+
+    @classmethod
+    def load(cls, spark: SparkSession, path: Path) -> BiasBaseline:
+        if not (path / "baseline.json").is_file():
+            raise MovieLensAlsError(f"bias baseline missing at {path}")
+        meta = json.loads((path / "baseline.json").read_text())
+        return cls(meta["global_mean"], spark.read.parquet(str(path / "user_bias")),
+                   spark.read.parquet(str(path / "item_bias")), meta["rating_min"], meta["rating_max"])
+
+
+def fit_bias_baseline(df: DataFrame, reg_user: float, reg_item: float, iterations: int = 3) -> BiasBaseline:
+    """Alternating regularised means (Koren 2008, eq. 2-3).
+
+    ``b_item = sum(r - mu - b_user) / (n_item + reg_item)`` then
+    ``b_user = sum(r - mu - b_item) / (n_user + reg_user)``, starting from ``b_user = 0``.
+    """
+    stats = df.agg(F.avg(RATING).alias("mu"), F.min(RATING).alias("lo"), F.max(RATING).alias("hi")).first()
+    if stats["mu"] is None:
+        raise MovieLensAlsError("cannot fit a bias baseline on no ratings")
+    mu = float(stats["mu"])
+    base = df.select(USER, ITEM, RATING).cache()
+    user_bias = base.select(USER).distinct().withColumn("user_bias", F.lit(0.0))
+    item_bias = None
+    for _ in range(iterations):
+        item_bias = (
+            base.join(user_bias, USER).groupBy(ITEM)
+            .agg((F.sum(F.col(RATING) - mu - F.col("user_bias")) / (F.count(F.lit(1)) + reg_item)).alias("item_bias"))
+        ).localCheckpoint()
+        user_bias = (
+            base.join(item_bias, ITEM).groupBy(USER)
+            .agg((F.sum(F.col(RATING) - mu - F.col("item_bias")) / (F.count(F.lit(1)) + reg_user)).alias("user_bias"))
+        ).localCheckpoint()
+    base.unpersist()
+    return BiasBaseline(mu, user_bias, item_bias, float(stats["lo"]), float(stats["hi"]))
+
+
+# ---------------------------------------------------------------- rating model
+
+
+def fit_rating_model(df: DataFrame, params: dict[str, Any], seed: int) -> tuple[BiasBaseline, ALSModel]:
+    """Bias baseline, then explicit ALS on the residuals ``rating - baseline``."""
+    baseline = fit_bias_baseline(df, params["reg_user"], params["reg_item"])
+    residuals = baseline.predict(df.select(USER, ITEM, RATING)).withColumn("residual", F.col(RATING) - F.col("baseline"))
+    als = ALS(rank=params["rank"], regParam=params["reg_param"], maxIter=params["max_iter"], implicitPrefs=False,
+              userCol=USER, itemCol=ITEM, ratingCol="residual", seed=seed, coldStartStrategy="nan",
+              checkpointInterval=5)
+    return baseline, als.fit(residuals)
+
+
+def predict_ratings_fn(baseline: BiasBaseline, model: ALSModel | None, df: DataFrame) -> DataFrame:
+    """``df`` with ``prediction``: baseline + ALS residual (0 for unseen ids), clipped to the rating scale."""
+    out = baseline.predict(df)
+    if model is not None:
+        out = model.transform(out).withColumnRenamed("prediction", "_residual")
+        residual = F.coalesce(F.nanvl("_residual", F.lit(0.0)), F.lit(0.0))
+    else:
+        residual = F.lit(0.0)
+    pred = F.least(F.greatest(F.col("baseline") + residual, F.lit(baseline.rating_min)), F.lit(baseline.rating_max))
+    return out.withColumn("prediction", pred.cast("double")).drop("baseline", "_residual")
+
+
+# ---------------------------------------------------------------- ranking model
+
+
+def implicit_frame(df: DataFrame, implicit_value: str) -> DataFrame:
+    """(user, item, value) for implicit ALS: value 1 per rating, or the rating itself."""
+    value = F.lit(1.0) if implicit_value == "one" else F.col(RATING).cast("double")
+    return df.select(USER, ITEM, value.alias("value"))
+
+
+def fit_ranking_model(df: DataFrame, params: dict[str, Any], seed: int) -> ALSModel:
+    """Implicit ALS: preference 1 for rated items, confidence ``1 + alpha * value``."""
+    als = ALS(rank=params["rank"], regParam=params["reg_param"], alpha=params["alpha"], maxIter=params["max_iter"],
+              implicitPrefs=True, userCol=USER, itemCol=ITEM, ratingCol="value", seed=seed,
+              coldStartStrategy="drop", checkpointInterval=5)
+    return als.fit(implicit_frame(df, params["implicit_value"]))
+
+
+def recommend_top_k(model: ALSModel, users: DataFrame, seen: DataFrame, k: int) -> DataFrame:
+    """Top-k unseen items per user: (user_id, movie_id, prediction, rank).
+
+    ALS cannot exclude items while ranking, so each user's list is over-fetched by the most items
+    any of these users has already rated, which leaves at least k unseen items once seen ones are
+    removed. recommendForUserSubset scores only these users against the item factors in blocks;
+    no users x items table is ever built.
+    """
+    users = users.select(USER).distinct()
+    seen = seen.select(USER, ITEM).distinct()
+    n_items = model.itemFactors.count()
+    max_seen = seen.join(users, USER).groupBy(USER).count().agg(F.max("count")).first()[0] or 0
+    fetch = int(min(n_items, k + max_seen))
+    recs = model.recommendForUserSubset(users, fetch).select(USER, F.explode("recommendations").alias("r"))
+    scored = recs.select(USER, F.col(f"r.{ITEM}").alias(ITEM), F.col("r.rating").cast("double").alias("prediction"))
+    unseen = scored.join(seen, [USER, ITEM], "left_anti")
+    return top_k_fn(unseen, k)
+
+
+# ---------------------------------------------------------------- tuning
+
+
+def tune_rating(fit: DataFrame, validation: DataFrame, grid: dict[str, list], seed: int) -> tuple[dict, list[dict]]:
+    """Choose bias regularisers by baseline RMSE, then the residual ALS by RMSE; return (best, all scores)."""
+    scores: list[dict] = []
+    best_bias, best_rmse = None, float("inf")
+    for point in grid_points(grid, ["reg_user", "reg_item"]):
+        baseline = fit_bias_baseline(fit, point["reg_user"], point["reg_item"])
+        m = rating_metrics_fn(predict_ratings_fn(baseline, None, validation))
+        scores.append({"model": "rating", "stage": "bias", "params": point, "rmse": m["rmse"], "mae": m["mae"]})
+        if m["rmse"] < best_rmse:
+            best_bias, best_rmse = point, m["rmse"]
+    best, best_rmse = None, float("inf")
+    for point in grid_points(grid, ["rank", "reg_param", "max_iter"]):
+        params = {**best_bias, **point}
+        started = time.monotonic()
+        baseline, model = fit_rating_model(fit, params, seed)
+        m = rating_metrics_fn(predict_ratings_fn(baseline, model, validation))
+        scores.append({"model": "rating", "stage": "als", "params": params, "rmse": m["rmse"], "mae": m["mae"],
+                       "seconds": round(time.monotonic() - started, 2)})
+        log.info("rating %s: validation rmse %.4f", params, m["rmse"])
+        if m["rmse"] < best_rmse:
+            best, best_rmse = params, m["rmse"]
+    return best, scores
+
+
+def tune_ranking(fit: DataFrame, validation: DataFrame, grid: dict[str, list], k: int, seed: int) -> tuple[dict, list[dict]]:
+    """Choose the implicit ALS by validation nDCG@k; return (best, all scores)."""
+    scores: list[dict] = []
+    best, best_ndcg = None, -1.0
+    users = validation.select(USER).distinct()
+    for params in grid_points(grid, ["rank", "reg_param", "alpha", "max_iter", "implicit_value"]):
+        started = time.monotonic()
+        model = fit_ranking_model(fit, params, seed)
+        m = ranking_metrics_fn(recommend_top_k(model, users, fit, k), validation, k)
+        scores.append({"model": "ranking", "params": params, **{n: m[n] for n in (
+            "ndcg_at_k", "precision_at_k", "recall_at_k", "map", "map_at_k")}, "k": k,
+            "seconds": round(time.monotonic() - started, 2)})
+        log.info("ranking %s: validation ndcg@%d %.4f", params, k, m["ndcg_at_k"])
+        if m["ndcg_at_k"] > best_ndcg:
+            best, best_ndcg = params, m["ndcg_at_k"]
+    return best, scores
+
+
+def tuning_frames(splits_df: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(fit, validation, full train) from one protocol's splits; test rows are dropped here, before tuning."""
+    cols = [USER, ITEM, RATING]
+    usable = splits_df.where(F.col("split").isin(TRAIN, VALIDATION)).select(*cols, "split")
+    fit = usable.where(F.col("split") == TRAIN).select(*cols)
+    validation = usable.where(F.col("split") == VALIDATION).select(*cols)
+    return fit, validation, usable.select(*cols)
+
+
+# ---------------------------------------------------------------- task
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _write_run(spark: SparkSession, namespace: Namespace, row: dict[str, Any]) -> None:
+    schema = ", ".join(f"{c.name} {c.type}" for c in TRAINING_RUNS.columns)
+    values = {c.name: row.get(c.name) for c in TRAINING_RUNS.columns}
+    df = spark.createDataFrame([values], schema=schema)
+    tables.replace_where(spark, namespace, TRAINING_RUNS, df, F.col("run_id") == row["run_id"])
+
+
+def train(spark: SparkSession, namespace: Namespace, storage: Path, protocol: str = "benchmark",
+          run_id: str | None = None, grid: str | dict | None = None) -> TaskResult:
+    """Tune both models on validation, refit on train + validation, save them and log ``training_runs``."""
+    grid = parse_grid(grid)
+    run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
+    splits_df = read_splits(spark, namespace, protocol)
+    runs_table = namespace.table(TRAINING_RUNS.name)
+    if spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{TRAINING_RUNS.name}") and (
+        spark.table(runs_table).where(F.col("run_id") == run_id).limit(1).count()
+    ):
+        raise MovieLensAlsError(f"training run {run_id!r} already exists in {namespace}: pick another --run-id")
+    ensure_checkpoint_dir(spark, Path(storage))
+    seed, k = grid["seed"], grid["k"]
+    version_row = splits_df.select(F.max("ratings_version")).first()
+    row: dict[str, Any] = {
+        "run_id": run_id, "protocol": protocol, "status": "running", "params": json.dumps(grid, sort_keys=True),
+        "ratings_version": version_row[0], "started_at": _now(),
+    }
+    _write_run(spark, namespace, row)
+    timings: dict[str, float] = {}
+    try:
+        splits_df = splits_df.cache()
+        fit, validation, full = tuning_frames(splits_df)
+        if validation.limit(1).count() == 0:
+            raise MovieLensAlsError(f"the {protocol} split has no validation rows: too few ratings to tune")
+
+        t = time.monotonic()
+        rating_params, rating_scores = tune_rating(fit, validation, grid["rating"], seed)
+        timings["tune_rating"] = time.monotonic() - t
+        t = time.monotonic()
+        ranking_params, ranking_scores = tune_ranking(fit, validation, grid["ranking"], k, seed)
+        timings["tune_ranking"] = time.monotonic() - t
+
+        t = time.monotonic()
+        baseline, rating_model = fit_rating_model(full, rating_params, seed)
+        ranking_model = fit_ranking_model(full, ranking_params, seed)
+        timings["refit"] = time.monotonic() - t
+
+        t = time.monotonic()
+        rating_path, ranking_path = model_dir(storage, run_id, "rating"), model_dir(storage, run_id, "ranking")
+        rating_model.write().overwrite().save(str(rating_path))
+        baseline.save(rating_path.parent / "baseline")
+        ranking_model.write().overwrite().save(str(ranking_path))
+        timings["save"] = time.monotonic() - t
+        timings = {name: round(s, 2) for name, s in timings.items()}
+
+        scores = rating_scores + ranking_scores
+        row.update(
+            status="succeeded", rating_hyperparams=json.dumps(rating_params, sort_keys=True),
+            ranking_hyperparams=json.dumps(ranking_params, sort_keys=True), rating_model_path=str(rating_path),
+            ranking_model_path=str(ranking_path), finished_at=_now(), timings=json.dumps(timings),
+            validation_metrics=json.dumps(scores),
+        )
+        _log_mlflow(run_id, protocol, grid, rating_params, ranking_params, scores, rating_model, ranking_model)
+        _write_run(spark, namespace, row)
+    except BaseException as exc:
+        row.update(status="failed", finished_at=_now(), timings=json.dumps(timings), error=str(exc)[:2000])
+        _write_run(spark, namespace, row)
+        raise
+    finally:
+        splits_df.unpersist()
+    best_rating = min((s for s in rating_scores if s.get("stage") == "als"), key=lambda s: s["rmse"])
+    best_ranking = max(ranking_scores, key=lambda s: s["ndcg_at_k"])
+    return TaskResult(
+        "train",
+        rows={TRAINING_RUNS.name: 1},
+        details={"run_id": run_id, "protocol": protocol, "grid_points": len(scores),
+                 "validation_rmse": round(best_rating["rmse"], 4),
+                 f"validation_ndcg@{k}": round(best_ranking["ndcg_at_k"], 4),
+                 "rating_hyperparams": json.dumps(rating_params, sort_keys=True),
+                 "ranking_hyperparams": json.dumps(ranking_params, sort_keys=True),
+                 "seconds": round(sum(timings.values()), 1)},
+    )
+
+
+def _log_mlflow(run_id, protocol, grid, rating_params, ranking_params, scores, rating_model, ranking_model) -> None:
+    """Log to MLflow where it is installed (it is on Databricks); training never fails because of it."""
+    try:
+        import mlflow
+    except ImportError:
+        return
+    try:
+        with mlflow.start_run(run_name=f"movielens-als-{run_id}"):
+            mlflow.set_tags({"movielens_als.run_id": run_id, "protocol": protocol})
+            mlflow.log_params({f"rating.{n}": v for n, v in rating_params.items()})
+            mlflow.log_params({f"ranking.{n}": v for n, v in ranking_params.items()})
+            mlflow.log_param("grid", json.dumps(grid, sort_keys=True)[:6000])
+            best_rating = min((s for s in scores if s.get("stage") == "als"), key=lambda s: s["rmse"])
+            best_ranking = max((s for s in scores if s["model"] == "ranking"), key=lambda s: s["ndcg_at_k"])
+            mlflow.log_metrics({"validation_rmse": best_rating["rmse"], "validation_mae": best_rating["mae"],
+                                "validation_ndcg_at_k": best_ranking["ndcg_at_k"],
+                                "validation_precision_at_k": best_ranking["precision_at_k"]})
+            mlflow.spark.log_model(rating_model, "rating_model")
+            mlflow.spark.log_model(ranking_model, "ranking_model")
+    except Exception as exc:  # noqa: BLE001 - tracking is a side channel
+        log.warning("mlflow logging failed (%s); models are saved in the model store", exc)
