@@ -49,32 +49,33 @@ USERS = [(1, [1, 0]), (2, [0, 1]), (3, [1, 1])]
 ITEMS = [(10, [3, 0]), (11, [2, 1]), (12, [1, 2]), (13, [0, 3])]
 
 
-@pytest.mark.parametrize("block_size", [2, 1000], ids=["many_blocks", "one_block"])
-def test_top_n_returns_best_unseen_items_per_user(spark, block_size):
-    seen = seen_df(spark, [(1, 10), (3, 11), (3, 12)])
-    result = rec.top_n_fn(factors(spark, USERS), factors(spark, ITEMS), seen, 2, block_size=block_size)
+def test_top_n_returns_best_unseen_items_per_user(spark):
+    users = USERS + [(4, [1, 0]), (5, [0, 1])]
+    seen = seen_df(spark, [(1, 10), (3, 11), (3, 12)]
+                   + [(4, i) for i in (10, 11, 12, 13)] + [(5, i) for i in (10, 11, 13)])
+    # block_size 2: several user and item blocks, so per-block top-k lists are merged.
+    result = rec.top_n_fn(factors(spark, users), factors(spark, ITEMS), seen, 2, block_size=2)
     expected = spark.createDataFrame([
         (1, 1, 11, 2.0), (1, 2, 12, 1.0),   # 10 (score 3) was rated by user 1
         (2, 1, 13, 3.0), (2, 2, 12, 2.0),
         (3, 1, 10, 3.0), (3, 2, 13, 3.0),   # 11 and 12 were rated; 10 and 13 tie: lower id first
+        (5, 1, 12, 2.0),                    # one unseen item left; user 4 rated everything
     ], TOP_N)
     assert_df_equality(ordered(result, "user_id", "rank"), expected, ignore_nullable=True)
 
 
-@pytest.mark.parametrize("block_size", [1, 2, 1000], ids=["block_1", "block_2", "one_block"])
-def test_top_n_breaks_score_ties_by_movie_id(spark, block_size):
-    items = [(24, [1, 1]), (21, [1, 1]), (23, [1, 1]), (22, [1, 1]), (20, [0, 1])]
-    result = rec.top_n_fn(factors(spark, [(7, [1, 0])]), factors(spark, items), seen_df(spark, [(7, 21)]), 3,
-                          block_size=block_size)
-    expected = spark.createDataFrame([(7, 1, 22, 1.0), (7, 2, 23, 1.0), (7, 3, 24, 1.0)], TOP_N)
+def test_top_n_breaks_score_ties_by_movie_id_within_and_across_blocks(spark):
+    # block_size 4: items 20-23 form one block, 24-26 another whose three tied items exceed k = 2.
+    items = [(26, [1, 1]), (25, [1, 1]), (24, [1, 1]), (21, [1, 1]), (23, [1, 1]), (22, [1, 1]), (20, [0, 1])]
+    result = rec.top_n_fn(factors(spark, [(7, [1, 0])]), factors(spark, items), seen_df(spark, [(7, 21)]), 2,
+                          block_size=4)
+    expected = spark.createDataFrame([(7, 1, 22, 1.0), (7, 2, 23, 1.0)], TOP_N)
     assert_df_equality(ordered(result, "rank"), expected, ignore_nullable=True)
 
-
-def test_top_n_skips_users_who_rated_everything_and_returns_fewer_when_few_unseen(spark):
-    seen = seen_df(spark, [(1, 10), (1, 11), (1, 12), (1, 13), (2, 10), (2, 11), (2, 13)])
-    result = rec.top_n_fn(factors(spark, USERS[:2]), factors(spark, ITEMS), seen, 3)
-    expected = spark.createDataFrame([(2, 1, 12, 2.0)], TOP_N)
-    assert_df_equality(result, expected, ignore_nullable=True)
+    result = rec.top_n_fn(factors(spark, [(7, [1, 0])]), factors(spark, items[:3]), seen_df(spark, []), 2,
+                          block_size=4)
+    expected = spark.createDataFrame([(7, 1, 24, 1.0), (7, 2, 25, 1.0)], TOP_N)
+    assert_df_equality(ordered(result, "rank"), expected, ignore_nullable=True)
 
 
 @pytest.mark.parametrize("bad", [0, 101, -1, 2.5, True])
@@ -198,9 +199,10 @@ def test_recommend_writes_top_n_for_active_users_excluding_rated_movies(spark, n
 
     recs = spark.table(namespace.table("user_recommendations"))
     assert recs.columns == ["user_id", "rank", "movie_id", "score", "model_run_id", "generated_at"]
-    expected = spark.createDataFrame(_brute_force(model, rows, [1, 2, 3, 4, 5], 3), TOP_N)  # user 6: too few ratings
-    assert_approx_df_equality(recs.select("user_id", "rank", "movie_id", "score").orderBy("user_id", "rank"),
-                              expected, 1e-6, ignore_nullable=True)
+    actual = recs.select("user_id", "rank", "movie_id", "score").orderBy("user_id", "rank")
+    # The table's NOT NULL columns: chispa's approx comparison does not pass ignore_nullable on.
+    expected = spark.createDataFrame(_brute_force(model, rows, [1, 2, 3, 4, 5], 3), actual.schema)  # user 6: too few
+    assert_approx_df_equality(actual, expected, 1e-6)
     assert recs.select("model_run_id", "generated_at").distinct().count() == 1
     assert recs.first()["model_run_id"] == "run1"
     assert result.rows["user_recommendations"] == 15
@@ -212,16 +214,20 @@ def test_recommend_writes_top_n_for_active_users_excluding_rated_movies(spark, n
     assert similar.groupBy("movie_id").count().where("count != 3").count() == 0
 
 
-def test_recommend_rejects_bad_top_n_and_leaves_tables_unchanged(spark, namespace, storage):
-    rows = _land_tiny(spark, namespace)
-    _train_tiny(spark, namespace, storage, rows)
-    rec.recommend(spark, namespace, storage, top_n=2, min_ratings=3, popular_min_count=2)
+def test_recommend_rejects_bad_input_and_leaves_tables_unchanged(spark, namespace, storage):
+    _land_tiny(spark, namespace)
+    previous = spark.createDataFrame([(1, 1, 3, 0.5, "run0", dt.datetime(2020, 1, 1))],
+                                     "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, "
+                                     "generated_at TIMESTAMP")
+    tables.overwrite(spark, namespace, rec.USER_RECOMMENDATIONS, previous)
     version = tables.table_version(spark, namespace, "user_recommendations")
     for bad in (0, 101):
         with pytest.raises(MovieLensAlsError, match="top_n"):
             rec.recommend(spark, namespace, storage, top_n=bad)
-    with pytest.raises(MovieLensAlsError, match="no succeeded training run 'nope'"):
-        rec.recommend(spark, namespace, storage, run_id="nope")
+    with pytest.raises(MovieLensAlsError, match="min_ratings"):
+        rec.recommend(spark, namespace, storage, min_ratings=-1)
+    with pytest.raises(MovieLensAlsError, match="no training runs"):
+        rec.recommend(spark, namespace, storage)
     assert tables.table_version(spark, namespace, "user_recommendations") == version
 
 
