@@ -1,8 +1,8 @@
 -- One user's recommendations: the personalised rows when the user has some, else the overall
 -- popular movies the user has not rated (users with too few ratings and users the model never
 -- saw). A view cannot take a parameter, so this is a SQL table function:
---   SELECT * FROM recommendations_for(196);        -- top 10
---   SELECT * FROM recommendations_for(99999, 5);   -- unknown user: popular fallback
+--   SELECT * FROM recommendations_for(196) ORDER BY rank;        -- top 10
+--   SELECT * FROM recommendations_for(99999, 5) ORDER BY rank;   -- unknown user: popular fallback
 SET CATALOG IDENTIFIER(:catalog);
 USE SCHEMA IDENTIFIER(:schema);
 
@@ -34,4 +34,5 @@ RETURN
   )
   SELECT c.user_id, c.rank, c.movie_id, m.title, m.year, m.genres, c.score, c.source
   FROM chosen AS c
-  JOIN movies AS m ON m.movie_id = c.movie_id;
+  JOIN movies AS m ON m.movie_id = c.movie_id
+  ORDER BY c.rank;
