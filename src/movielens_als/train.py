@@ -47,8 +47,9 @@ USER, ITEM, RATING = "user_id", "movie_id", "rating"
 
 # Small enough for `make run` on ml-100k in a few minutes on 2 cores; holds the benchmark winners.
 DEFAULT_GRID: dict[str, Any] = {
-    "rating": {"reg_user": [10.0], "reg_item": [10.0], "rank": [50], "reg_param": [0.1, 0.2], "max_iter": [15]},
-    "ranking": {"rank": [64], "reg_param": [0.1], "alpha": [1.0], "max_iter": [10], "implicit_value": ["one"]},
+    "rating": {"reg_user": [5.0], "reg_item": [5.0], "rank": [50], "reg_param": [0.1, 0.2], "max_iter": [15]},
+    "ranking": {"rank": [64], "reg_param": [0.1, 0.3], "alpha": [0.3, 1.0], "max_iter": [10],
+                "implicit_value": ["one"]},
     "k": 10,
     "seed": 42,
 }
