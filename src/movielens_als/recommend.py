@@ -370,13 +370,11 @@ def recommend(
         spec.name: spark.table(namespace.table(spec.name)).count()
         for spec in (USER_RECOMMENDATIONS, POPULAR_MOVIES, SIMILAR_MOVIES)
     }
-    users_served = spark.table(namespace.table(USER_RECOMMENDATIONS.name)).select("user_id").distinct().count()
     return TaskResult(
         "recommend",
         rows=counts,
         details={
             "run_id": run_id, "top_n": top_n, "min_ratings": min_ratings,
-            "users_personalised": users_served,
             "user_recommendations_version": tables.table_version(spark, namespace, USER_RECOMMENDATIONS.name),
         },
     )

@@ -235,7 +235,11 @@ def test_failure_mid_write_leaves_previous_recommendations_readable_and_unchange
                                                                                    monkeypatch):
     rows = _land_tiny(spark, namespace)
     _train_tiny(spark, namespace, storage, rows)
-    rec.recommend(spark, namespace, storage, top_n=3, min_ratings=3, popular_min_count=2)
+    previous = spark.createDataFrame([(1, 1, 5, 0.5, "run0", dt.datetime(2020, 1, 1)),
+                                      (5, 1, 3, 0.4, "run0", dt.datetime(2020, 1, 1))],
+                                     "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, "
+                                     "generated_at TIMESTAMP")
+    tables.overwrite(spark, namespace, rec.USER_RECOMMENDATIONS, previous)  # an earlier run's table
     name = namespace.table("user_recommendations")
     before = spark.table(name).orderBy("user_id", "rank").collect()
     version = tables.table_version(spark, namespace, "user_recommendations")
