@@ -504,7 +504,8 @@ def format_metrics(rows: Sequence[Mapping]) -> list[str]:
 def _label(metric: str, k) -> str:
     if k is None:
         return metric
-    return f"{metric[:-5]}@{k}" if metric.endswith("_at_k") else f"{metric}@{k}"
+    # map and map_at_k are different metrics: only the _at_k names become "@k".
+    return f"{metric[:-5]}@{k}" if metric.endswith("_at_k") else f"{metric} (k={k})"
 
 
 def _number(value) -> str:

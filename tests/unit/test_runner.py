@@ -254,6 +254,8 @@ def test_format_metrics_compares_each_metric_with_the_baseline():
     assert lines[0].split() == ["metric", "ranking", "rating", "baseline", "vs", "baseline"]
     assert lines[1].split() == ["rmse", "-", "0.9000", "0.9500", "-0.0500", "better"]
     assert lines[2].split() == ["ndcg@10", "0.3000", "-", "0.3500", "-0.0500", "worse"]
+    both_maps = format_metrics([{"model": "ranking", "metric": m, "k": 10, "value": 0.1} for m in ("map", "map_at_k")])
+    assert [line.split()[0] for line in both_maps[1:]] == ["map", "map@10"]
 
 
 def test_format_recommendations_lists_titles_in_rank_order():
