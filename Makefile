@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ not found (3.12 preferred, as on Databricks Runtime 17.3 LTS)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[evaluate,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[local,evaluate,dev]"
 	@touch $@
 
 check-java:

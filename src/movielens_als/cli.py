@@ -98,6 +98,20 @@ def dispatch(args: argparse.Namespace) -> int:
             bundle_root=args.bundle_root, overrides=args.param,
         )
 
+    if args.command == "sql":
+        from movielens_als.names import Namespace
+        from movielens_als.spark import get_spark
+        from movielens_als.sql import run_sql
+
+        namespace = Namespace(args.catalog, args.schema)  # validates before any Spark work
+        print(run_sql(get_spark(args.home), namespace, args.query, fmt=args.format, limit=args.limit))
+        return 0
+    print(execute(args).summary())
+    return 0
+
+
+def execute(args: argparse.Namespace):
+    """Run one task command; return its TaskResult (the local runner calls this in-process)."""
     from movielens_als.names import Namespace
     from movielens_als.spark import get_spark, storage_root
 
@@ -105,41 +119,33 @@ def dispatch(args: argparse.Namespace) -> int:
     storage = storage_root(namespace, args.volume, args.home)
     spark = get_spark(args.home)
 
-    if args.command == "sql":
-        from movielens_als.sql import run_sql
-
-        print(run_sql(spark, namespace, args.query, fmt=args.format, limit=args.limit))
-        return 0
     if args.command == "land":
         from movielens_als.land import land
 
-        result = land(spark, namespace, storage, source=args.source, size=args.size,
-                      max_quarantine_fraction=args.max_quarantine_fraction)
-    elif args.command == "split":
+        return land(spark, namespace, storage, source=args.source, size=args.size,
+                    max_quarantine_fraction=args.max_quarantine_fraction)
+    if args.command == "split":
         from movielens_als.splits import split
 
-        result = split(spark, namespace, protocol=args.protocol, seed=args.seed)
-    elif args.command == "train":
+        return split(spark, namespace, protocol=args.protocol, seed=args.seed)
+    if args.command == "train":
         from movielens_als.train import train
 
-        result = train(spark, namespace, storage, protocol=args.protocol, run_id=args.run_id, grid=args.grid)
-    elif args.command == "evaluate":
+        return train(spark, namespace, storage, protocol=args.protocol, run_id=args.run_id, grid=args.grid)
+    if args.command == "evaluate":
         from movielens_als.evaluate import evaluate
 
-        result = evaluate(spark, namespace, storage, run_id=args.run_id, k=args.k)
-    elif args.command == "recommend":
+        return evaluate(spark, namespace, storage, run_id=args.run_id, k=args.k)
+    if args.command == "recommend":
         from movielens_als.recommend import recommend
 
-        result = recommend(spark, namespace, storage, run_id=args.run_id, top_n=args.top_n,
-                           min_ratings=args.min_ratings)
-    elif args.command == "publish":
+        return recommend(spark, namespace, storage, run_id=args.run_id, top_n=args.top_n,
+                         min_ratings=args.min_ratings)
+    if args.command == "publish":
         from movielens_als.publish import publish_views
 
-        result = publish_views(spark, namespace, sql_dir=args.sql_dir)
-    else:  # pragma: no cover - argparse restricts the choices
-        raise AssertionError(args.command)
-    print(result.summary())
-    return 0
+        return publish_views(spark, namespace, sql_dir=args.sql_dir)
+    raise AssertionError(f"not a task command: {args.command}")  # pragma: no cover - argparse restricts it
 
 
 def main(argv: Sequence[str] | None = None) -> None:

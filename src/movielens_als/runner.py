@@ -16,12 +16,9 @@ substitution) is pure and testable without Spark; only :func:`run_job` starts Sp
 
 from __future__ import annotations
 
-import contextlib
 import getpass
-import io
 import os
 import re
-import sys
 import time
 import traceback
 import uuid
@@ -450,27 +447,7 @@ def run_job(target: str = LOCAL_TARGET, source: str | None = None, home: str | N
 
 def _execute(cli, args) -> dict[str, int]:
     """Run one parsed task command in-process; rows written per table."""
-    execute = getattr(cli, "execute", None)
-    if execute is not None:  # returns the TaskResult without printing it
-        return dict(execute(args).rows)
-    # Until cli has execute(): dispatch prints TaskResult.summary(), "task: table=n ...; facts".
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cli.dispatch(args)
-    printed = out.getvalue()
-    if code:
-        sys.stdout.write(printed)
-        raise MovieLensAlsError(f"{args.command} exited with status {code}")
-    return rows_from_summary(printed, args.command)
-
-
-def rows_from_summary(printed: str, command: str) -> dict[str, int]:
-    """``{table: rows}`` from the ``command: table=n ...; facts`` line a task prints."""
-    for line in reversed(printed.splitlines()):
-        if line.startswith(f"{command}:"):
-            head = line[len(command) + 1:].split(";", 1)[0]
-            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)\b", head)}
-    return {}
+    return dict(cli.execute(args).rows)
 
 
 # --------------------------------------------------------------------------- the summary

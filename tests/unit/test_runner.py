@@ -21,7 +21,6 @@ from movielens_als.runner import (
     merge,
     new_run_id,
     plan_job,
-    rows_from_summary,
     run_job,
     substitute,
     summary_lines,
@@ -235,12 +234,6 @@ def test_plan_refuses_tasks_it_cannot_run_locally(tmp_path):
 
 
 # ------------------------------------------------------------------ output
-
-
-def test_rows_from_summary_reads_the_tables_of_a_task_summary_line():
-    printed = "some log\nland: ratings=100000 movies=1682 users=943 quarantine=0; dataset=ml-100k run_id=x1\n"
-    assert rows_from_summary(printed, "land") == {"ratings": 100000, "movies": 1682, "users": 943, "quarantine": 0}
-    assert rows_from_summary("publish: ; views=4\n", "publish") == {}
 
 
 def test_format_metrics_compares_each_metric_with_the_baseline():
