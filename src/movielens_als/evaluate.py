@@ -115,8 +115,7 @@ def evaluate(spark: SparkSession, namespace: Namespace, storage: Path, run_id: s
     for model, groups in results.items():
         for group, values in groups.items():
             rows += metric_rows(run_id, model, protocol, values, None if group == "rating" else k, evaluated_at)
-    schema = ", ".join(f"{c.name} {c.type}" for c in MODEL_METRICS.columns)
-    tables.append(spark, namespace, MODEL_METRICS, spark.createDataFrame(rows, schema=schema))
+    tables.append(spark, namespace, MODEL_METRICS, spark.createDataFrame(rows, schema=MODEL_METRICS.schema_ddl))
 
     report_dir = Path(storage) / "reports" / run_id
     plots: list[str] = []

@@ -116,8 +116,7 @@ def land(spark: SparkSession, namespace: Namespace, storage: Path, source: str |
         raise QuarantineThresholdError(message)
 
     tables.overwrite(spark, namespace, MOVIES, movies)
-    users_df = users if users is not None else spark.createDataFrame([], ", ".join(
-        f"{c.name} {c.type}" for c in USERS.columns))
+    users_df = users if users is not None else spark.createDataFrame([], USERS.schema_ddl)
     tables.overwrite(spark, namespace, USERS, users_df)
     tables.overwrite(spark, namespace, RATINGS, ratings)
     written = {spec.name: spark.table(namespace.table(spec.name)).count() for spec in (RATINGS, MOVIES, USERS)}
@@ -138,8 +137,7 @@ def _quarantine_counts(spark: SparkSession, namespace: Namespace) -> tuple[int, 
 def _log_run(spark: SparkSession, namespace: Namespace, base: dict, written: dict[str, int], status: str,
              message: str | None) -> None:
     row = dict(base, rows_written=written, finished_at=_now(), status=status, message=message)
-    schema = ", ".join(f"{c.name} {c.type}" for c in INGESTION_RUNS.columns)
-    tables.append(spark, namespace, INGESTION_RUNS, spark.createDataFrame([row], schema))
+    tables.append(spark, namespace, INGESTION_RUNS, spark.createDataFrame([row], INGESTION_RUNS.schema_ddl))
     log.info("land %s: %s", status, json.dumps(written))
 
 

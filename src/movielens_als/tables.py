@@ -34,6 +34,11 @@ class TableSpec:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    @property
+    def schema_ddl(self) -> str:
+        """``name TYPE, ...``: a schema for spark.createDataFrame."""
+        return ", ".join(f"{c.name} {c.type}" for c in self.columns)
+
     def ddl(self, namespace: Namespace) -> str:
         cols = ",\n  ".join(
             f"{quote(c.name, 'column')} {c.type}{'' if c.nullable else ' NOT NULL'} COMMENT {sql_string(c.comment)}"

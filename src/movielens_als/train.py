@@ -38,7 +38,7 @@ from movielens_als.metrics import ranking_metrics_fn, rating_metrics_fn, top_k_f
 from movielens_als.models import TRAINING_RUNS, model_dir, validate_run_id
 from movielens_als.names import Namespace
 from movielens_als.spark import ensure_checkpoint_dir
-from movielens_als.splits import TEST, TRAIN, VALIDATION, read_splits
+from movielens_als.splits import TRAIN, VALIDATION, read_splits
 from movielens_als.task import TaskResult
 
 log = logging.getLogger(__name__)
@@ -315,9 +315,8 @@ def _now() -> datetime:
 
 
 def _write_run(spark: SparkSession, namespace: Namespace, row: dict[str, Any]) -> None:
-    schema = ", ".join(f"{c.name} {c.type}" for c in TRAINING_RUNS.columns)
     values = {c.name: row.get(c.name) for c in TRAINING_RUNS.columns}
-    df = spark.createDataFrame([values], schema=schema)
+    df = spark.createDataFrame([values], schema=TRAINING_RUNS.schema_ddl)
     tables.replace_where(spark, namespace, TRAINING_RUNS, df, F.col("run_id") == row["run_id"])
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from pyspark.sql import functions as F
 
 from movielens_als.metrics import ranking_metrics_fn, rating_metrics_fn
 
