@@ -27,9 +27,10 @@ BARS = {"ndcg_at_k": (">=", 0.48), "precision_at_k": (">=", 0.415), "recall_at_k
 COLUMNS = ["map", "map_at_k", "ndcg_at_k", "precision_at_k", "recall_at_k", "rmse", "mae", "rsquared",
            "catalog_coverage", "novelty"]
 BENCHMARK_GRID = {
-    "rating": {"reg_user": [5.0], "reg_item": [5.0], "rank": [50], "reg_param": [0.1, 0.2], "max_iter": [15]},
-    "ranking": {"rank": [64], "reg_param": [0.1, 0.3], "alpha": [0.3, 1.0, 3.0], "max_iter": [10],
-                "implicit_value": ["one"]},
+    "rating": {"reg_user": [3.0, 5.0], "reg_item": [3.0, 5.0], "rank": [50], "reg_param": [0.1, 0.12, 0.15],
+               "max_iter": [20], "passes": [3]},
+    "ranking": {"rank": [64], "reg_param": [0.1, 0.3], "alpha": [0.3, 1.0], "max_iter": [10],
+                "implicit_value": ["one", "rating"]},
 }
 
 

@@ -84,7 +84,7 @@ def evaluate(spark: SparkSession, namespace: Namespace, storage: Path, run_id: s
         raise MovieLensAlsError(f"--k must be an integer between 1 and 1000, got {k!r}")
     _recommenders()  # fail before any work when the optional extra is missing
     run_id, ranking_model = load_ranking_model(spark, namespace, storage, run_id)
-    _, rating_model, baseline = load_rating_model(spark, namespace, storage, run_id)
+    _, rating_model, baseline, blend = load_rating_model(spark, namespace, storage, run_id)
     info = run_info(spark, namespace, run_id)
     protocol = info["protocol"]
     ensure_checkpoint_dir(spark, Path(storage))
@@ -97,7 +97,7 @@ def evaluate(spark: SparkSession, namespace: Namespace, storage: Path, run_id: s
     users = test.select(USER).distinct()
 
     results: dict[str, dict[str, dict[str, float]]] = {}
-    rating_pred = predict_ratings_fn(baseline, rating_model, test)
+    rating_pred = predict_ratings_fn(baseline, rating_model, test, ranking_model, blend)
     results["rating"] = {"rating": rating_metrics(test, rating_pred)}
 
     top = recommend_top_k(ranking_model, users, train_df, k).cache()

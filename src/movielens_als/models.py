@@ -115,10 +115,13 @@ def load_ranking_model(spark: SparkSession, namespace: Namespace, storage: Path,
 
 
 def load_rating_model(spark: SparkSession, namespace: Namespace, storage: Path, run_id: str | None = None):
-    """``(run_id, ALSModel, BiasBaseline)`` of the explicit rating model of a run."""
-    from movielens_als.train import BiasBaseline
+    """``(run_id, ALSModel, BiasBaseline, Blend)`` of the explicit rating model of a run.
+
+    The blend adds the run's ranking model score (``load_ranking_model``) to the rating prediction.
+    """
+    from movielens_als.train import BiasBaseline, Blend
 
     run_id = resolve_run_id(spark, namespace, run_id)
     path = model_dir(storage, run_id, "rating")
     model = _load_als(path, run_id, "rating")
-    return run_id, model, BiasBaseline.load(spark, path.parent / "baseline")
+    return run_id, model, BiasBaseline.load(spark, path.parent / "baseline"), Blend.load(path.parent)

@@ -10,16 +10,15 @@ from movielens_als.train import train
 
 pytestmark = pytest.mark.integration
 
-GRID = {"rating": {"rank": [10], "reg_param": [0.1], "max_iter": [5]},
+GRID = {"rating": {"rank": [10], "reg_param": [0.1], "max_iter": [5], "passes": [2]},
         "ranking": {"rank": [16], "reg_param": [0.1], "alpha": [0.3], "max_iter": [5]}}
 
 
-def test_pipeline_on_ml100k(spark, namespace, storage, movielens_100k):
+def test_pipeline_on_ml100k(spark, landed_ml100k):
     pytest.importorskip("recommenders")
     from movielens_als.evaluate import evaluate
-    from movielens_als.land import land
 
-    land(spark, namespace, storage, source=str(movielens_100k), size="100k")
+    namespace, storage = landed_ml100k.namespace, landed_ml100k.storage
     result = split(spark, namespace, "benchmark")
     assert result.rows["splits"] == 100_000 and result.details["test"] == 24_934  # round(0.75 n) per movie
     run_id = train(spark, namespace, storage, grid=GRID).details["run_id"]

@@ -6,13 +6,11 @@ import datetime as dt
 
 import pytest
 
-from movielens_als.land import land
-
 pytestmark = pytest.mark.integration
 
 
-def test_land_real_ml100k_counts_and_known_rows(spark, namespace, storage, movielens_100k):
-    result = land(spark, namespace, storage, source=str(movielens_100k))
+def test_land_real_ml100k_counts_and_known_rows(spark, landed_ml100k):
+    result, namespace = landed_ml100k.result, landed_ml100k.namespace
 
     assert result.rows == {"ratings": 100000, "movies": 1682, "users": 943, "quarantine": 0}
     ratings = spark.table(namespace.table("ratings"))

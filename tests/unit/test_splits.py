@@ -42,7 +42,7 @@ def test_chrono_puts_latest_quarter_in_test(spark):
 
 @pytest.mark.parametrize("protocol", ["benchmark", "quickstart", "chrono"])
 def test_split_is_a_deterministic_partition(spark, protocol):
-    ratings = _ratings(spark)
+    ratings = _ratings(spark, n_items=12)  # chrono: 8 ratings a user leave 6 in train, 1 for validation
     a = split_fn(ratings, protocol)
     b = split_fn(ratings.repartition(3), protocol)  # partitioning must not matter
     assert_df_equality(a, b, ignore_row_order=True, ignore_nullable=True)
@@ -62,7 +62,7 @@ def test_benchmark_ratio_per_movie_and_validation_from_train(spark):
     for r in per_movie:
         train_n = r["n"] - r["test"]
         assert train_n == round(0.75 * r["n"])
-        assert r["validation"] == train_n - round(0.75 * train_n)
+        assert r["validation"] == train_n - round(0.9 * train_n)
 
 
 def test_split_task_replaces_only_its_protocol(spark, namespace):

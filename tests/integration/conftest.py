@@ -1,0 +1,30 @@
+"""ml-100k is landed once per run and shared: landing it costs more than any check made on it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from movielens_als.land import land
+from movielens_als.names import Namespace
+from movielens_als.task import TaskResult
+
+
+@dataclass(frozen=True)
+class Landed:
+    namespace: Namespace
+    storage: Path
+    result: TaskResult
+
+
+@pytest.fixture(scope="session")
+def landed_ml100k(spark, movielens_100k, tmp_path_factory) -> Landed:
+    """The real ml-100k landed into a schema of its own; tests may add tables but not change these."""
+    namespace = Namespace("spark_catalog", f"ml100k_{uuid.uuid4().hex[:8]}")
+    spark.sql(f"CREATE SCHEMA {namespace.qualified_schema}")
+    storage = tmp_path_factory.mktemp("ml100k_volume")
+    result = land(spark, namespace, storage, source=str(movielens_100k), size="100k")
+    return Landed(namespace, storage, result)
