@@ -97,7 +97,8 @@ def evaluate(spark: SparkSession, namespace: Namespace, storage: Path, run_id: s
     users = test.select(USER).distinct()
 
     results: dict[str, dict[str, dict[str, float]]] = {}
-    rating_pred = predict_ratings_fn(baseline, rating_model, test, ranking_model, blend)
+    # Cached: four rating metrics and the plots each read the predictions (two ALS transforms and joins).
+    rating_pred = predict_ratings_fn(baseline, rating_model, test, ranking_model, blend).cache()
     results["rating"] = {"rating": rating_metrics(test, rating_pred)}
 
     top = recommend_top_k(ranking_model, users, train_df, k).cache()
@@ -105,7 +106,7 @@ def evaluate(spark: SparkSession, namespace: Namespace, storage: Path, run_id: s
 
     # Baseline: its explicit predictions rank the same way (top-k unseen by predicted rating).
     quick = fit_quickstart_baseline(train_df)
-    quick_pred = quick.transform(test)  # coldStartStrategy drop, as in the quick start
+    quick_pred = quick.transform(test).cache()  # coldStartStrategy drop, as in the quick start
     quick_top = recommend_top_k(quick, users, train_df, k).cache()
     results["baseline"] = {"rating": rating_metrics(test, quick_pred), "ranking": ranking_metrics(test, quick_top, k),
                            "diversity": diversity_metrics(train_df, quick_top)}
@@ -125,8 +126,8 @@ def evaluate(spark: SparkSession, namespace: Namespace, storage: Path, run_id: s
         plots = plotting.write_reports(report_dir, info, results, test, rating_pred, k)
     except ImportError as exc:
         log.warning("plots skipped: %s", exc)
-    top.unpersist()
-    quick_top.unpersist()
+    for df in (top, quick_top, rating_pred, quick_pred):
+        df.unpersist()
     for df in (test, train_df, splits_df):
         df.unpersist()
 

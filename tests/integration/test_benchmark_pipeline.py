@@ -10,7 +10,7 @@ from movielens_als.train import train
 
 pytestmark = pytest.mark.integration
 
-GRID = {"rating": {"rank": [10], "reg_param": [0.1], "max_iter": [5], "passes": [2]},
+GRID = {"rating": {"rank": [10], "reg_param": [0.1], "max_iter": [5], "passes": [1]},
         "ranking": {"rank": [16], "reg_param": [0.1], "alpha": [0.3], "max_iter": [5]}}
 
 
