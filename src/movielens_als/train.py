@@ -353,15 +353,14 @@ def tune_rating(fit: DataFrame, validation: DataFrame, grid: dict[str, list],
     Returns the best parameters, every point's scores and the best (baseline, model) fitted on ``fit``.
     """
     scores: list[dict] = []
-    best_bias, best_rmse = None, float("inf")
+    best_bias, best_rmse, first_pass = None, float("inf"), None
     for point in grid_points(grid, ["reg_user", "reg_item"]):
         baseline = fit_bias_baseline(fit, point["reg_user"], point["reg_item"])
         m = rating_metrics_fn(predict_ratings_fn(baseline, None, validation))
         scores.append({"model": "rating", "stage": "bias", "params": point, "rmse": m["rmse"], "mae": m["mae"]})
         if m["rmse"] < best_rmse:
-            best_bias, best_rmse = point, m["rmse"]
+            best_bias, best_rmse, first_pass = point, m["rmse"], baseline
     best, best_rmse, best_fitted = None, float("inf"), None
-    first_pass = fit_bias_baseline(fit, best_bias["reg_user"], best_bias["reg_item"])
     for point in grid_points(grid, ["rank", "reg_param", "max_iter", "passes"]):
         params = {**best_bias, **point}
         started = time.monotonic()
