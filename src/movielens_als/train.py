@@ -214,7 +214,7 @@ def fit_rating_model(df: DataFrame, params: dict[str, Any], seed: int,
               userCol=USER, itemCol=ITEM, ratingCol="residual", seed=seed, coldStartStrategy="nan",
               checkpointInterval=5)
     model = None
-    for n in range(params.get("passes", 1)):
+    for _ in range(params.get("passes", 1)):
         if model is not None:
             factors = model.transform(df).select(USER, ITEM, RATING, F.col("prediction").alias("_factor"))
             baseline = fit_bias_baseline(factors.localCheckpoint(), params["reg_user"], params["reg_item"],
@@ -469,13 +469,14 @@ def train(spark: SparkSession, namespace: Namespace, storage: Path, protocol: st
         rating_model.write().overwrite().save(str(rating_path))
         baseline.save(rating_path.parent / "baseline")
         blend.save(rating_path.parent)
+        rating_hyperparams = json.dumps({**rating_params, "blend": blend.as_dict()}, sort_keys=True)
         ranking_model.write().overwrite().save(str(ranking_path))
         timings["save"] = time.monotonic() - t
         timings = {name: round(s, 2) for name, s in timings.items()}
 
         scores = rating_scores + ranking_scores
         row.update(
-            status="succeeded", rating_hyperparams=json.dumps({**rating_params, "blend": blend.as_dict()}, sort_keys=True),
+            status="succeeded", rating_hyperparams=rating_hyperparams,
             ranking_hyperparams=json.dumps(ranking_params, sort_keys=True), rating_model_path=str(rating_path),
             ranking_model_path=str(ranking_path), finished_at=_now(), timings=json.dumps(timings),
             validation_metrics=json.dumps(scores),
@@ -496,7 +497,7 @@ def train(spark: SparkSession, namespace: Namespace, storage: Path, protocol: st
         details={"run_id": run_id, "protocol": protocol, "grid_points": len(scores),
                  "validation_rmse": round(best_rating["rmse"], 4),
                  f"validation_ndcg@{k}": round(best_ranking["ndcg_at_k"], 4),
-                 "rating_hyperparams": json.dumps({**rating_params, "blend": blend.as_dict()}, sort_keys=True),
+                 "rating_hyperparams": row["rating_hyperparams"],
                  "ranking_hyperparams": json.dumps(ranking_params, sort_keys=True),
                  "seconds": round(sum(timings.values()), 1)},
     )
