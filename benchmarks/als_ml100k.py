@@ -17,20 +17,49 @@ from pathlib import Path
 
 # recommenders README, MovieLens-100k, python_stratified_split 0.75 by item, k=10, top_k relevancy.
 REFERENCE = [
-    ("recommenders BiVAE (best ranking row)", {"map": 0.1461, "ndcg_at_k": 0.4751, "precision_at_k": 0.4118,
-                                                "recall_at_k": 0.2191}),
+    (
+        "recommenders BiVAE (best ranking row)",
+        {"map": 0.1461, "ndcg_at_k": 0.4751, "precision_at_k": 0.4118, "recall_at_k": 0.2191},
+    ),
     ("recommenders SVD (best rating row)", {"rmse": 0.9387, "mae": 0.7427}),
     ("recommenders Spark ALS", {"ndcg_at_k": 0.044, "precision_at_k": 0.048, "rmse": 0.965}),
 ]
-BARS = {"ndcg_at_k": (">=", 0.48), "precision_at_k": (">=", 0.415), "recall_at_k": (">=", 0.225),
-        "map": (">=", 0.147), "rmse": ("<=", 0.915), "mae": ("<=", 0.72)}
-COLUMNS = ["map", "map_at_k", "ndcg_at_k", "precision_at_k", "recall_at_k", "rmse", "mae", "rsquared",
-           "catalog_coverage", "novelty"]
+BARS = {
+    "ndcg_at_k": (">=", 0.48),
+    "precision_at_k": (">=", 0.415),
+    "recall_at_k": (">=", 0.225),
+    "map": (">=", 0.147),
+    "rmse": ("<=", 0.915),
+    "mae": ("<=", 0.72),
+}
+COLUMNS = [
+    "map",
+    "map_at_k",
+    "ndcg_at_k",
+    "precision_at_k",
+    "recall_at_k",
+    "rmse",
+    "mae",
+    "rsquared",
+    "catalog_coverage",
+    "novelty",
+]
 BENCHMARK_GRID = {
-    "rating": {"reg_user": [3.0, 5.0], "reg_item": [3.0, 5.0], "rank": [50], "reg_param": [0.1, 0.12, 0.15],
-               "max_iter": [20], "passes": [3]},
-    "ranking": {"rank": [64], "reg_param": [0.1, 0.3], "alpha": [0.3, 1.0], "max_iter": [10],
-                "implicit_value": ["one", "rating"]},
+    "rating": {
+        "reg_user": [3.0, 5.0],
+        "reg_item": [3.0, 5.0],
+        "rank": [50],
+        "reg_param": [0.1, 0.12, 0.15],
+        "max_iter": [20],
+        "passes": [3],
+    },
+    "ranking": {
+        "rank": [64],
+        "reg_param": [0.1, 0.3],
+        "alpha": [0.3, 1.0],
+        "max_iter": [10],
+        "implicit_value": ["one", "rating"],
+    },
 }
 
 
@@ -76,8 +105,10 @@ def main() -> int:
     ours: dict[str, dict[str, float]] = {}
     for r in rows:
         ours.setdefault(r["model"], {})[r["metric"]] = r["value"]
-    merged = {"this project: ALS (rating + ranking models)": {**ours["rating"], **ours["ranking"]},
-              "this project: quick-start ALS baseline": ours["baseline"]}
+    merged = {
+        "this project: ALS (rating + ranking models)": {**ours["rating"], **ours["ranking"]},
+        "this project: quick-start ALS baseline": ours["baseline"],
+    }
 
     print(f"\nMovieLens-100k, benchmark protocol (stratified by item 0.75, seed 42), k=10, run {run_id}\n")
     print("| model | " + " | ".join(COLUMNS) + " |")
@@ -87,8 +118,11 @@ def main() -> int:
         print(f"| {name} | " + " | ".join(cells) + " |")
     info = spark.table(ns.table("training_runs")).where(f"run_id = '{run_id}'").first()
     print(f"\nchosen on validation: rating {info['rating_hyperparams']}; ranking {info['ranking_hyperparams']}")
-    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
-          + f", total {time.monotonic() - t0:.0f} (2 shared cores)")
+    print(
+        "seconds: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+        + f", total {time.monotonic() - t0:.0f} (2 shared cores)"
+    )
     ours_all = merged["this project: ALS (rating + ranking models)"]
     print("\n| bar | target | measured | met |\n|---|---|---|---|")
     failed = 0

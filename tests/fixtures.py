@@ -5,8 +5,27 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 
 
 def item_line(movie_id: int, title: str, release: str, genres: tuple[str, ...]) -> str:
@@ -32,8 +51,14 @@ RATINGS_100K = [
 ]
 
 
-def write_ml100k(folder: Path, *, ratings: list[str] | None = None, movies: list[str] | None = None,
-                 users: list[str] | None = None, genres: bool = True) -> Path:
+def write_ml100k(
+    folder: Path,
+    *,
+    ratings: list[str] | None = None,
+    movies: list[str] | None = None,
+    users: list[str] | None = None,
+    genres: bool = True,
+) -> Path:
     """Write an ml-100k-format folder (u.data, u.item in Latin-1, u.user, u.genre); return it."""
     folder.mkdir(parents=True, exist_ok=True)
     _write(folder / "u.data", RATINGS_100K if ratings is None else ratings, "ascii")
@@ -47,13 +72,31 @@ def write_ml100k(folder: Path, *, ratings: list[str] | None = None, movies: list
 def write_csv_release(folder: Path, *, ratings: list[str] | None = None, movies: list[str] | None = None) -> Path:
     """Write a csv-format release (ratings.csv, movies.csv, UTF-8, with headers) like ml-25m."""
     folder.mkdir(parents=True, exist_ok=True)
-    _write(folder / "ratings.csv", ["userId,movieId,rating,timestamp"] + (ratings if ratings is not None else [
-        "1,1,4.0,1147880044", "1,2,3.5,1147868817", "2,1,0.5,1147868828", "2,3,5.0,1147878820"]), "utf-8")
-    _write(folder / "movies.csv", ["movieId,title,genres"] + (movies if movies is not None else [
-        "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy",
-        '2,"American President, The (1995)",Comedy|Drama|Romance',
-        '3,"Amélie (Fabuleux destin d\'Amélie Poulain, Le) (2001)",Comedy|Romance',
-        "4,Dilwale Dulhania Le Jayenge (1995),(no genres listed)"]), "utf-8")
+    _write(
+        folder / "ratings.csv",
+        ["userId,movieId,rating,timestamp"]
+        + (
+            ratings
+            if ratings is not None
+            else ["1,1,4.0,1147880044", "1,2,3.5,1147868817", "2,1,0.5,1147868828", "2,3,5.0,1147878820"]
+        ),
+        "utf-8",
+    )
+    _write(
+        folder / "movies.csv",
+        ["movieId,title,genres"]
+        + (
+            movies
+            if movies is not None
+            else [
+                "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy",
+                '2,"American President, The (1995)",Comedy|Drama|Romance',
+                '3,"Amélie (Fabuleux destin d\'Amélie Poulain, Le) (2001)",Comedy|Romance',
+                "4,Dilwale Dulhania Le Jayenge (1995),(no genres listed)",
+            ]
+        ),
+        "utf-8",
+    )
     return folder
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -23,6 +21,7 @@ from pyspark.sql import functions as F
 
 from movielens_als import ingest, tables
 from movielens_als.errors import LandingError, QuarantineThresholdError
+from movielens_als.ids import new_run_id, utc_now
 from movielens_als.names import Namespace
 from movielens_als.sources import GROUPLENS_BASE_URL, resolve_source
 from movielens_als.tables import Column, TableSpec
@@ -30,55 +29,86 @@ from movielens_als.task import TaskResult
 
 log = logging.getLogger(__name__)
 
-RATINGS = TableSpec("ratings", "MovieLens ratings, one per (user_id, movie_id): duplicates keep the latest.", (
-    Column("user_id", "INT", "MovieLens user id"),
-    Column("movie_id", "INT", "MovieLens movie id; every value is in movies"),
-    Column("rating", "DOUBLE", "stars: 1-5 (ml-100k, ml-1m) or 0.5-5 in half stars"),
-    Column("rated_at", "TIMESTAMP", "when the rating was given (from the unix timestamp, UTC)"),
-))
-MOVIES = TableSpec("movies", "MovieLens movies with parsed year and genres.", (
-    Column("movie_id", "INT", "MovieLens movie id"),
-    Column("title", "STRING", "title as published, with the year in parentheses"),
-    Column("year", "INT", "release year from the title, else from release_date"),
-    Column("release_date", "DATE", "theatrical release date (ml-100k only)"),
-    Column("genres", "ARRAY<STRING>", "genre names; empty when none are listed"),
-    Column("imdb_url", "STRING", "IMDb link (ml-100k only)"),
-))
-USERS = TableSpec("users", "MovieLens user demographics (ml-100k, ml-1m; empty for releases without them).", (
-    Column("user_id", "INT", "MovieLens user id"),
-    Column("age", "INT", "age in years (ml-1m: the lower bound of the age group)"),
-    Column("gender", "STRING", "M or F"),
-    Column("occupation", "STRING", "occupation name"),
-    Column("zip_code", "STRING", "zip code as given"),
-))
-QUARANTINE = TableSpec("quarantine", "Source rows the latest land rejected or superseded, with the reason.", (
-    Column("file", "STRING", "file inside the source archive or folder"),
-    Column("line_number", "BIGINT", "1-based line number in that file"),
-    Column("raw_line", "STRING", "the line as decoded"),
-    Column("reason", "STRING", "why the row is not in its table"),
-    Column("source_checksum", "STRING", "sha256 of the source, as in ingestion_runs.checksum"),
-))
-INGESTION_RUNS = TableSpec("ingestion_runs", "One row per land run that got as far as validating rows.", (
-    Column("run_id", "STRING", "id of the land run"),
-    Column("dataset", "STRING", "release name, e.g. ml-100k"),
-    Column("source", "STRING", "URL, zip or folder given"),
-    Column("checksum", "STRING", "sha256 of the source zip or folder"),
-    Column("rows_written", "MAP<STRING, BIGINT>", "rows per table written by this run"),
-    Column("rows_quarantined", "BIGINT", "rows rejected by validation"),
-    Column("duplicates_resolved", "BIGINT", "superseded duplicate (user_id, movie_id) ratings"),
-    Column("started_at", "TIMESTAMP", "run start (UTC)"),
-    Column("finished_at", "TIMESTAMP", "run end (UTC)"),
-    Column("status", "STRING", "succeeded, or failed with the reason in message"),
-    Column("message", "STRING", "failure reason, if any"),
-))
+REJECTED, SUPERSEDED = "rejected", "superseded"
+
+RATINGS = TableSpec(
+    "ratings",
+    "MovieLens ratings, one per (user_id, movie_id): duplicates keep the latest.",
+    (
+        Column("user_id", "INT", "MovieLens user id"),
+        Column("movie_id", "INT", "MovieLens movie id; every value is in movies"),
+        Column("rating", "DOUBLE", "stars: 1-5 (ml-100k, ml-1m) or 0.5-5 in half stars"),
+        Column("rated_at", "TIMESTAMP", "when the rating was given (from the unix timestamp, UTC)"),
+    ),
+)
+MOVIES = TableSpec(
+    "movies",
+    "MovieLens movies with parsed year and genres.",
+    (
+        Column("movie_id", "INT", "MovieLens movie id"),
+        Column("title", "STRING", "title as published, with the year in parentheses"),
+        Column("year", "INT", "release year from the title, else from release_date"),
+        Column("release_date", "DATE", "theatrical release date (ml-100k only)"),
+        Column("genres", "ARRAY<STRING>", "genre names; empty when none are listed"),
+        Column("imdb_url", "STRING", "IMDb link (ml-100k only)"),
+    ),
+)
+USERS = TableSpec(
+    "users",
+    "MovieLens user demographics (ml-100k, ml-1m; empty for releases without them).",
+    (
+        Column("user_id", "INT", "MovieLens user id"),
+        Column("age", "INT", "age in years (ml-1m: the lower bound of the age group)"),
+        Column("gender", "STRING", "M or F"),
+        Column("occupation", "STRING", "occupation name"),
+        Column("zip_code", "STRING", "zip code as given"),
+    ),
+)
+QUARANTINE = TableSpec(
+    "quarantine",
+    "Source rows the latest land rejected or superseded, with the reason.",
+    (
+        Column("file", "STRING", "file inside the source archive or folder"),
+        Column("line_number", "BIGINT", "1-based line number in that file"),
+        Column("raw_line", "STRING", "the line as decoded"),
+        Column("reason", "STRING", "why the row is not in its table"),
+        Column("kind", "STRING", "rejected (the row is invalid) or superseded (a later rating of the same movie won)"),
+        Column("source_checksum", "STRING", "sha256 of the source, as in ingestion_runs.checksum"),
+    ),
+)
+INGESTION_RUNS = TableSpec(
+    "ingestion_runs",
+    "One row per land run that got as far as validating rows.",
+    (
+        Column("run_id", "STRING", "id of the land run"),
+        Column("dataset", "STRING", "release name, e.g. ml-100k"),
+        Column("source", "STRING", "URL, zip or folder given"),
+        Column("checksum", "STRING", "sha256 of the source zip or folder"),
+        Column("rows_written", "MAP<STRING, BIGINT>", "rows per table written by this run"),
+        Column("rows_quarantined", "BIGINT", "rows rejected by validation"),
+        Column("duplicates_resolved", "BIGINT", "superseded duplicate (user_id, movie_id) ratings"),
+        Column("started_at", "TIMESTAMP", "run start (UTC)"),
+        Column("finished_at", "TIMESTAMP", "run end (UTC)"),
+        Column("status", "STRING", "succeeded, or failed with the reason in message"),
+        Column("message", "STRING", "failure reason, if any"),
+    ),
+)
 
 
-def land(spark: SparkSession, namespace: Namespace, storage: Path, source: str | None = None, size: str = "100k",
-         max_quarantine_fraction: float = 0.01, *, base_url: str = GROUPLENS_BASE_URL) -> TaskResult:
+def land(
+    spark: SparkSession,
+    namespace: Namespace,
+    storage: Path,
+    source: str | None = None,
+    size: str = "100k",
+    max_quarantine_fraction: float = 0.01,
+    *,
+    base_url: str = GROUPLENS_BASE_URL,
+) -> TaskResult:
     """Land one MovieLens release into ``namespace``; see the module docstring for the order of work."""
     if not 0.0 <= max_quarantine_fraction <= 1.0:
         raise LandingError(f"--max-quarantine-fraction must be between 0 and 1, got {max_quarantine_fraction}")
-    run_id, started = uuid.uuid4().hex, _now()
+    run_id, started = new_run_id("land-"), utc_now()
     landing = storage / "landing"
     src = resolve_source(source, size, landing, base_url=base_url)
     members = src.members()
@@ -97,21 +127,34 @@ def land(spark: SparkSession, namespace: Namespace, storage: Path, source: str |
     genre_names = ingest.read_genre_names(src, members) if layout.name == "100k" else ingest.GENRES_100K
 
     movies, bad_movies = ingest.movies_fn(staged["movies"], layout, genre_names)
-    users, bad_users = (ingest.users_fn(staged["users"], layout) if "users" in staged else (None, None))
+    users, bad_users = ingest.users_fn(staged["users"], layout) if "users" in staged else (None, None)
     ratings, bad_ratings, superseded = ingest.ratings_fn(staged["ratings"], layout, movies, users)
 
     rejected = bad_movies.unionByName(bad_ratings)
     if bad_users is not None:
         rejected = rejected.unionByName(bad_users)
-    quarantine = rejected.unionByName(superseded).withColumn("source_checksum", F.lit(checksum))
+    quarantine = (
+        rejected.withColumn("kind", F.lit(REJECTED))
+        .unionByName(superseded.withColumn("kind", F.lit(SUPERSEDED)))
+        .withColumn("source_checksum", F.lit(checksum))
+    )
     tables.overwrite(spark, namespace, QUARANTINE, quarantine)
     quarantined, duplicates = _quarantine_counts(spark, namespace)
 
-    base_row = dict(run_id=run_id, dataset=src.dataset, source=src.origin, checksum=checksum,
-                    rows_quarantined=quarantined, duplicates_resolved=duplicates, started_at=started)
+    base_row = {
+        "run_id": run_id,
+        "dataset": src.dataset,
+        "source": src.origin,
+        "checksum": checksum,
+        "rows_quarantined": quarantined,
+        "duplicates_resolved": duplicates,
+        "started_at": started,
+    }
     if quarantined > max_quarantine_fraction * lines:
-        message = (f"{src.dataset}: {quarantined} of {lines} rows quarantined ({quarantined / lines:.2%}), above the "
-                   f"{max_quarantine_fraction:.2%} limit; good tables left unchanged, see table quarantine")
+        message = (
+            f"{src.dataset}: {quarantined} of {lines} rows quarantined ({quarantined / lines:.2%}), above the "
+            f"{max_quarantine_fraction:.2%} limit; good tables left unchanged, see table quarantine"
+        )
         _log_run(spark, namespace, base_row, {"quarantine": quarantined + duplicates}, "failed", message)
         raise QuarantineThresholdError(message)
 
@@ -122,24 +165,29 @@ def land(spark: SparkSession, namespace: Namespace, storage: Path, source: str |
     written = {spec.name: spark.table(namespace.table(spec.name)).count() for spec in (RATINGS, MOVIES, USERS)}
     written["quarantine"] = quarantined + duplicates
     _log_run(spark, namespace, base_row, written, "succeeded", None)
-    return TaskResult("land", written, {"dataset": src.dataset, "quarantined": quarantined,
-                                        "duplicates_resolved": duplicates, "run_id": run_id})
+    return TaskResult(
+        "land",
+        written,
+        {"dataset": src.dataset, "quarantined": quarantined, "duplicates_resolved": duplicates, "run_id": run_id},
+    )
 
 
 def _quarantine_counts(spark: SparkSession, namespace: Namespace) -> tuple[int, int]:
     """(rejected, superseded duplicate ratings) in the quarantine table just written."""
-    row = spark.table(namespace.table(QUARANTINE.name)).agg(
-        F.count_if(~F.col("reason").startswith("duplicate (user_id")).alias("rejected"),
-        F.count_if(F.col("reason").startswith("duplicate (user_id")).alias("duplicates")).first()
+    row = (
+        spark.table(namespace.table(QUARANTINE.name))
+        .agg(
+            F.count_if(F.col("kind") == REJECTED).alias("rejected"),
+            F.count_if(F.col("kind") == SUPERSEDED).alias("duplicates"),
+        )
+        .first()
+    )
     return int(row["rejected"]), int(row["duplicates"])
 
 
-def _log_run(spark: SparkSession, namespace: Namespace, base: dict, written: dict[str, int], status: str,
-             message: str | None) -> None:
-    row = dict(base, rows_written=written, finished_at=_now(), status=status, message=message)
+def _log_run(
+    spark: SparkSession, namespace: Namespace, base: dict, written: dict[str, int], status: str, message: str | None
+) -> None:
+    row = dict(base, rows_written=written, finished_at=utc_now(), status=status, message=message)
     tables.append(spark, namespace, INGESTION_RUNS, spark.createDataFrame([row], INGESTION_RUNS.schema_ddl))
     log.info("land %s: %s", status, json.dumps(written))
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -1,9 +1,10 @@
 """The model store: where a training run's ALS models live, and the run and metric tables.
 
-A training run saves two Spark ML ``ALSModel`` directories under ``storage/models/<run_id>/``:
-``rating`` (explicit ALS on residuals of a bias baseline, with ``baseline.json`` beside it) and
-``ranking`` (implicit ALS for top-k). ``training_runs`` records each run; ``model_metrics`` holds
-one row per evaluated metric.
+A training run saves three Spark ML ``ALSModel`` directories under ``storage/models/<run_id>/``:
+``rating`` (explicit ALS on residuals of a bias baseline, with the baseline and blend beside it)
+and ``ranking`` (implicit ALS for top-k), both fitted without the test rows for ``evaluate``, and
+``serving`` (the ranking model refitted on every rating) for ``recommend``. ``training_runs``
+records each run; ``model_metrics`` holds one row per evaluated metric.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.names import Namespace
-from movielens_als.tables import Column, TableSpec
+from movielens_als.rating_model import BiasBaseline, Blend
+from movielens_als.tables import Column, TableSpec, table_exists
 
-MODEL_KINDS = ("rating", "ranking")
+MODEL_KINDS = ("rating", "ranking", "serving")
 # Run ids become directory names and SQL string values: no separators, dots or quotes.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -35,6 +38,7 @@ TRAINING_RUNS = TableSpec(
         Column("ratings_version", "BIGINT", "Delta version of the ratings table when training started"),
         Column("rating_model_path", "STRING", "Directory of the saved rating ALSModel"),
         Column("ranking_model_path", "STRING", "Directory of the saved ranking (implicit) ALSModel"),
+        Column("serving_model_path", "STRING", "Directory of the ranking model refitted on every rating (served)"),
         Column("started_at", "TIMESTAMP", "UTC start of the run"),
         Column("finished_at", "TIMESTAMP", "UTC end of the run"),
         Column("timings", "STRING", "JSON: seconds per step (tuning, refit, save)"),
@@ -50,9 +54,13 @@ MODEL_METRICS = TableSpec(
         Column("run_id", "STRING", "Training run evaluated", nullable=False),
         Column("model", "STRING", "rating, ranking or baseline (the recommenders quick-start ALS)"),
         Column("protocol", "STRING", "Split protocol of the test rows"),
-        Column("metric", "STRING", "rmse, mae, rsquared, exp_var, precision_at_k, recall_at_k, ndcg_at_k, map, "
-                                   "map_at_k, catalog_coverage, distributional_coverage, novelty, diversity, "
-                                   "serendipity"),
+        Column(
+            "metric",
+            "STRING",
+            "rmse, mae, rsquared, exp_var, precision_at_k, recall_at_k, ndcg_at_k, map, "
+            "map_at_k, catalog_coverage, distributional_coverage, novelty, diversity, "
+            "serendipity",
+        ),
         Column("k", "INT", "Cut-off for ranking and diversity metrics; NULL for rating metrics"),
         Column("value", "DOUBLE", "Metric value"),
         Column("evaluated_at", "TIMESTAMP", "UTC time of the evaluate run"),
@@ -79,7 +87,7 @@ def resolve_run_id(spark: SparkSession, namespace: Namespace, run_id: str | None
     """``run_id`` if it names a succeeded training run, else (when None) the latest succeeded one."""
     if run_id is not None:
         validate_run_id(run_id)
-    if not spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{TRAINING_RUNS.name}"):
+    if not table_exists(spark, namespace, TRAINING_RUNS.name):
         raise MovieLensAlsError(f"no training runs in {namespace}: run `movielens-als train` first")
     runs = spark.table(namespace.table(TRAINING_RUNS.name)).where(F.col("status") == "succeeded")
     if run_id is not None:
@@ -100,18 +108,19 @@ def run_info(spark: SparkSession, namespace: Namespace, run_id: str) -> dict:
     return row.asDict()
 
 
-def _load_als(path: Path, run_id: str, kind: str):
-    from pyspark.ml.recommendation import ALSModel
-
+def _load_als(path: Path, run_id: str, kind: str) -> ALSModel:
     if not path.is_dir():
         raise MovieLensAlsError(f"{kind} model of run {run_id!r} is missing at {path}")
     return ALSModel.load(str(path))
 
 
-def load_ranking_model(spark: SparkSession, namespace: Namespace, storage: Path, run_id: str | None = None):
-    """``(run_id, ALSModel)`` of the implicit ranking model of a run (default: the latest succeeded)."""
+def load_ranking_model(
+    spark: SparkSession, namespace: Namespace, storage: Path, run_id: str | None = None, kind: str = "ranking"
+) -> tuple[str, ALSModel]:
+    """``(run_id, ALSModel)`` of a run's implicit model (default: the latest succeeded run): ``ranking``,
+    fitted without the test rows, or ``serving``, refitted on every rating."""
     run_id = resolve_run_id(spark, namespace, run_id)
-    return run_id, _load_als(model_dir(storage, run_id, "ranking"), run_id, "ranking")
+    return run_id, _load_als(model_dir(storage, run_id, kind), run_id, kind)
 
 
 def load_rating_model(spark: SparkSession, namespace: Namespace, storage: Path, run_id: str | None = None):
@@ -119,8 +128,6 @@ def load_rating_model(spark: SparkSession, namespace: Namespace, storage: Path, 
 
     The blend adds the run's ranking model score (``load_ranking_model``) to the rating prediction.
     """
-    from movielens_als.train import BiasBaseline, Blend
-
     run_id = resolve_run_id(spark, namespace, run_id)
     path = model_dir(storage, run_id, "rating")
     model = _load_als(path, run_id, "rating")

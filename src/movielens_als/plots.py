@@ -9,11 +9,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # jobs have no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from pyspark.sql import DataFrame  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 
 def tuning_frame(validation_metrics: str | None) -> pd.DataFrame:
@@ -36,8 +36,9 @@ def _heatmap(df: pd.DataFrame, value: str, title: str, path: Path, best: str) ->
     return True
 
 
-def write_reports(report_dir: Path, info: dict, results: dict, test: DataFrame, rating_pred: DataFrame,
-                  k: int) -> list[str]:
+def write_reports(
+    report_dir: Path, info: dict, results: dict, test: DataFrame, rating_pred: DataFrame, k: int
+) -> list[str]:
     """Write the PNG reports of one run; return their paths."""
     report_dir.mkdir(parents=True, exist_ok=True)
     written: list[str] = []

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from movielens_als.errors import MovieLensAlsError
+from movielens_als.errors import MovieLensAlsError, first_line
 from movielens_als.names import Namespace
 from movielens_als.sql import split_statements
+from movielens_als.tables import table_exists
 from movielens_als.task import TaskResult
 
 # Tables the view files read; checked first so a missing one is one clear line, not a Spark trace.
@@ -61,9 +62,7 @@ def publish_views(spark: SparkSession, namespace: Namespace, sql_dir: str | Path
     """Run every statement of the view SQL files with :catalog/:schema bound to the namespace."""
     files = sql_files(sql_dir)
     scripts = [(path, split_statements(path.read_text(encoding="utf-8"))) for path in files]
-    missing = [
-        t for t in REQUIRED_TABLES if not spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{t}")
-    ]
+    missing = [t for t in REQUIRED_TABLES if not table_exists(spark, namespace, t)]
     if missing:
         raise MovieLensAlsError(
             f"cannot publish views in {namespace}: missing table(s) {', '.join(missing)}; "
@@ -78,9 +77,8 @@ def publish_views(spark: SparkSession, namespace: Namespace, sql_dir: str | Path
             for statement in statements:
                 try:
                     spark.sql(statement, args=params)
-                except Exception as exc:  # noqa: BLE001 - reported as one line naming the file
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise MovieLensAlsError(f"{path.name}: {first}") from exc
+                except Exception as exc:
+                    raise MovieLensAlsError(f"{path.name}: {first_line(exc)}") from exc
                 created = created_object(statement)
                 if created:
                     (views if created[0] == "VIEW" else functions).append(created[1])

@@ -2,14 +2,9 @@
 
 The core is pure functions over DataFrames (``top_n_fn``, ``popular_movies_fn``,
 ``similar_movies_fn``) so tests feed them small known factor matrices; ``recommend`` loads the
-ranking model of a training run, calls them and replaces the three serving tables.
-
-Why a blocked top-k instead of ``ALSModel.recommendForAllUsers``: items a user rated must be
-excluded, and the ALS API can only over-fetch ``n + seen`` items for *every* user, where ``seen``
-is the largest rating count of any user (hundreds in ml-100k, tens of thousands in ml-25m), then
-filter. Scoring instead happens per (user block, item block) pair, with the block's seen items
-masked before its top-k is taken: exact, and memory stays bounded by block_size x block_size
-scores per task whatever the catalogue size. The full users x items cross join is never built.
+serving model of a training run (the ranking model refitted on every rating), calls them and
+replaces the three serving tables. Top-N and similar movies both rank with :mod:`topk`, the
+blocked exact top-k that tuning and evaluation use too.
 """
 
 from __future__ import annotations
@@ -17,21 +12,18 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from movielens_als import tables
+from movielens_als import models, tables
+from movielens_als.config import RECOMMEND as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.names import Namespace
-from movielens_als.task import TaskResult
 from movielens_als.tables import Column, TableSpec
+from movielens_als.task import TaskResult
+from movielens_als.topk import top_k_fn
 
 MAX_TOP_N = 100
-# 2048 x 2048 float64 scores = 32 MB per block pair: bounded whatever the catalogue size.
-DEFAULT_BLOCK_SIZE = 2048
 ALL_GENRES = "All"  # genre value of the overall popularity ranking (not a MovieLens genre)
 POPULAR_DEPTH = MAX_TOP_N  # popular rows kept per genre: enough for any top_n after removing seen items
 
@@ -43,7 +35,7 @@ USER_RECOMMENDATIONS = TableSpec(
         Column("rank", "INT", "1 = best; ties broken by score desc, movie_id asc", nullable=False),
         Column("movie_id", "INT", "Recommended movie", nullable=False),
         Column("score", "DOUBLE", "Dot product of user and item factors (implicit preference, not a rating)"),
-        Column("model_run_id", "STRING", "Training run whose ranking model produced the row"),
+        Column("model_run_id", "STRING", "Training run whose serving model produced the row"),
         Column("generated_at", "TIMESTAMP", "UTC time of the recommend run"),
     ),
 )
@@ -76,141 +68,12 @@ SIMILAR_MOVIES = TableSpec(
     ),
 )
 
-_CANDIDATE_SCHEMA = T.StructType([
-    T.StructField("left_id", T.IntegerType(), False),
-    T.StructField("right_id", T.IntegerType(), False),
-    T.StructField("score", T.DoubleType(), False),
-])
-
 
 def validate_top_n(top_n: int) -> int:
     """``top_n`` if it is an int in 1..100, else MovieLensAlsError."""
     if isinstance(top_n, bool) or not isinstance(top_n, int) or not 1 <= top_n <= MAX_TOP_N:
         raise MovieLensAlsError(f"invalid top_n {top_n!r}: expected an integer from 1 to {MAX_TOP_N}")
     return top_n
-
-
-# --- blocked top-k --------------------------------------------------------------------------
-
-
-def _block_top_k(scores: np.ndarray, right_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row, column indices of each row's top ``k`` finite scores, ordered by score desc, right id asc."""
-    n_rows, n_cols = scores.shape
-    rows_out, cols_out = [], []
-    if n_cols > k:
-        # argpartition finds k best in O(cols); the k-th best score is each row's threshold.
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        threshold = np.take_along_axis(scores, part, axis=1).min(axis=1)
-        at_or_above = (scores >= threshold[:, None]).sum(axis=1)
-    for r in range(n_rows):
-        if n_cols <= k:
-            cand = np.arange(n_cols)
-        elif at_or_above[r] == k:
-            cand = part[r]
-        else:
-            # Ties at the threshold: argpartition picked arbitrarily among them, so take them all.
-            cand = np.flatnonzero(scores[r] >= threshold[r])
-        cand = cand[np.isfinite(scores[r, cand])]  # -inf marks excluded (seen / self) pairs
-        order = np.lexsort((right_ids[cand], -scores[r, cand]))[:k]
-        rows_out.append(np.full(len(order), r))
-        cols_out.append(cand[order])
-    if not rows_out:
-        return np.empty(0, dtype=int), np.empty(0, dtype=int)
-    return np.concatenate(rows_out), np.concatenate(cols_out)
-
-
-def _score_block_pairs(k: int, cosine: bool):
-    """mapInPandas function: exact top-k candidates of every (left block, right block) pair."""
-
-    def matrix(factor_lists) -> np.ndarray:
-        m = np.array([np.asarray(f, dtype=np.float64) for f in factor_lists], dtype=np.float64)
-        if cosine and m.size:
-            norms = np.linalg.norm(m, axis=1, keepdims=True)
-            m = np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
-        return m
-
-    def score(batches):
-        for pdf in batches:
-            out = []
-            for row in pdf.itertuples(index=False):
-                left_ids = np.asarray(row.left_ids, dtype=np.int64)
-                right_ids = np.asarray(row.right_ids, dtype=np.int64)
-                if len(left_ids) == 0 or len(right_ids) == 0:
-                    continue
-                scores = matrix(row.left_factors) @ matrix(row.right_factors).T
-                position = {int(i): j for j, i in enumerate(right_ids)}
-                for r, excluded in enumerate(row.left_excluded):
-                    if excluded is not None and len(excluded):
-                        cols = [position[i] for i in map(int, excluded) if i in position]
-                        scores[r, cols] = -np.inf
-                rows, cols = _block_top_k(scores, right_ids, k)
-                out.append(pd.DataFrame({
-                    "left_id": left_ids[rows].astype(np.int32),
-                    "right_id": right_ids[cols].astype(np.int32),
-                    "score": scores[rows, cols],
-                }))
-            if out:
-                yield pd.concat(out, ignore_index=True)
-
-    return score
-
-
-def _blocks(factors: DataFrame, block_size: int, excluded: DataFrame | None, prefix: str) -> DataFrame:
-    """One row per block of at most ``block_size`` ids: ids, factors and (left side) excluded ids."""
-    df = factors.select(F.col("id").cast("int").alias("id"), F.col("features").alias("features"))
-    if excluded is not None:
-        df = df.join(excluded, "id", "left")
-    else:
-        df = df.withColumn("excluded", F.lit(None).cast("array<int>"))
-    # floor(id / block_size) bounds a block's size without a global sort; sparse ids only make
-    # some blocks smaller.
-    df = df.withColumn("block", F.floor(F.col("id") / F.lit(block_size)))
-    grouped = df.groupBy("block").agg(
-        F.sort_array(F.collect_list(F.struct("id", "features", "excluded"))).alias("rows")
-    )
-    return grouped.select(
-        F.col("block").alias(f"{prefix}_block"),
-        F.col("rows.id").alias(f"{prefix}_ids"),
-        F.col("rows.features").alias(f"{prefix}_factors"),
-        F.col("rows.excluded").alias(f"{prefix}_excluded"),
-    )
-
-
-def blocked_top_k(
-    left: DataFrame,
-    right: DataFrame,
-    k: int,
-    *,
-    excluded: DataFrame | None = None,
-    cosine: bool = False,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-) -> DataFrame:
-    """Top ``k`` right ids per left id by dot product (or cosine) of ``features``.
-
-    ``left``/``right``: (id INT, features ARRAY<FLOAT|DOUBLE>). ``excluded``: (left_id, right_id)
-    pairs never returned. Returns (left_id, right_id, score, rank) ordered by score desc, right_id
-    asc. Each task scores one block pair (at most block_size^2 scores) and keeps its k best per
-    left id; the final ranking merges at most k candidates per item block per left id.
-    """
-    if k < 1:
-        raise MovieLensAlsError(f"k must be at least 1, got {k}")
-    excluded_lists = None
-    if excluded is not None:
-        excluded_lists = excluded.groupBy(F.col("left_id").cast("int").alias("id")).agg(
-            F.collect_list(F.col("right_id").cast("int")).alias("excluded")
-        )
-    left_blocks = _blocks(left, block_size, excluded_lists, "left")
-    right_blocks = _blocks(right, block_size, None, "right").drop("right_excluded")
-    # A cross join of *blocks* (a few rows each holding a factor matrix), not of users x items.
-    pairs = left_blocks.crossJoin(right_blocks).select(
-        "left_ids", "left_factors", "left_excluded", "right_ids", "right_factors"
-    )
-    candidates = pairs.mapInPandas(_score_block_pairs(k, cosine), schema=_CANDIDATE_SCHEMA)
-    by_score = Window.partitionBy("left_id").orderBy(F.col("score").desc(), F.col("right_id").asc())
-    return (
-        candidates.withColumn("rank", F.row_number().over(by_score).cast("int"))
-        .where(F.col("rank") <= k)
-    )
 
 
 # --- the three serving tables ---------------------------------------------------------------
@@ -222,7 +85,7 @@ def top_n_fn(
     seen: DataFrame,
     n: int,
     *,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int = DEFAULTS.block_size,
 ) -> DataFrame:
     """(user_id, rank, movie_id, score): each user's top ``n`` unseen items by factor dot product.
 
@@ -230,10 +93,8 @@ def top_n_fn(
     """
     validate_top_n(n)
     excluded = seen.select(F.col("user_id").alias("left_id"), F.col("movie_id").alias("right_id")).distinct()
-    ranked = blocked_top_k(user_factors, item_factors, n, excluded=excluded, block_size=block_size)
-    return ranked.select(
-        F.col("left_id").alias("user_id"), "rank", F.col("right_id").alias("movie_id"), "score"
-    )
+    ranked = top_k_fn(user_factors, item_factors, n, excluded=excluded, block_size=block_size)
+    return ranked.select(F.col("left_id").alias("user_id"), "rank", F.col("right_id").alias("movie_id"), "score")
 
 
 def similar_movies_fn(
@@ -241,7 +102,7 @@ def similar_movies_fn(
     n: int,
     *,
     candidates: DataFrame | None = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int = DEFAULTS.block_size,
 ) -> DataFrame:
     """(movie_id, rank, similar_movie_id, similarity): top ``n`` by cosine of item factors, self excluded.
 
@@ -252,10 +113,12 @@ def similar_movies_fn(
     if candidates is not None:
         right = item_factors.join(candidates.select(F.col("movie_id").alias("id")).distinct(), "id")
     self_pairs = item_factors.select(F.col("id").alias("left_id"), F.col("id").alias("right_id"))
-    ranked = blocked_top_k(item_factors, right, n, excluded=self_pairs, cosine=True, block_size=block_size)
+    ranked = top_k_fn(item_factors, right, n, excluded=self_pairs, cosine=True, block_size=block_size)
     return ranked.select(
-        F.col("left_id").alias("movie_id"), "rank",
-        F.col("right_id").alias("similar_movie_id"), F.col("score").alias("similarity"),
+        F.col("left_id").alias("movie_id"),
+        "rank",
+        F.col("right_id").alias("similar_movie_id"),
+        F.col("score").alias("similarity"),
     )
 
 
@@ -283,10 +146,13 @@ def popular_movies_fn(
         .where(F.col("num_ratings") >= min_count)
         .crossJoin(global_mean)  # one row: attaches the global mean, not a cross product
         .select(
-            "movie_id", "num_ratings",
+            "movie_id",
+            "num_ratings",
             (F.col("rating_sum") / F.col("num_ratings")).alias("avg_rating"),
-            ((F.col("rating_sum") + F.lit(float(damping)) * F.col("global_mean"))
-             / (F.col("num_ratings") + F.lit(float(damping)))).alias("score"),
+            (
+                (F.col("rating_sum") + F.lit(float(damping)) * F.col("global_mean"))
+                / (F.col("num_ratings") + F.lit(float(damping)))
+            ).alias("score"),
         )
     )
     genres = movies.select("movie_id", F.explode_outer("genres").alias("genre")).where(F.col("genre").isNotNull())
@@ -307,12 +173,6 @@ def active_users(ratings: DataFrame, min_ratings: int) -> DataFrame:
 # --- the task -------------------------------------------------------------------------------
 
 
-def _require_table(spark: SparkSession, namespace: Namespace, name: str) -> DataFrame:
-    if not spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{name}"):
-        raise MovieLensAlsError(f"table {namespace}.{name} is missing: run `movielens-als land` first")
-    return spark.table(namespace.table(name))
-
-
 def _stamp(df: DataFrame, run_id: str, generated_at: dt.datetime) -> DataFrame:
     # generated_at is time-zone aware: PySpark converts it as an instant, where a naive datetime
     # would be read in the driver's local time zone.
@@ -324,35 +184,32 @@ def recommend(
     namespace: Namespace,
     storage: Path,
     run_id: str | None = None,
-    top_n: int = 10,
-    min_ratings: int = 5,
+    top_n: int = DEFAULTS.top_n,
+    min_ratings: int = DEFAULTS.min_ratings,
     *,
-    popular_min_count: int = 20,
-    popular_damping: float = 25.0,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    popular_min_count: int = DEFAULTS.popular_min_count,
+    popular_damping: float = DEFAULTS.popular_damping,
+    block_size: int = DEFAULTS.block_size,
 ) -> TaskResult:
     """Replace user_recommendations, popular_movies and similar_movies from a run's ranking model.
 
+    The model is the run's serving model: its ranking hyperparameters refitted on every rating.
     Users with fewer than ``min_ratings`` ratings get no personalised rows: the SQL lookup serves
     them, and users the model never saw, from popular_movies. Similar movies are limited to movies
     with at least ``popular_min_count`` ratings: the factors of rarely rated movies are mostly
     regularisation noise, and cosine ignores their small norm.
     """
-    from movielens_als import models
-
     validate_top_n(top_n)
     if isinstance(min_ratings, bool) or not isinstance(min_ratings, int) or min_ratings < 0:
         raise MovieLensAlsError(f"invalid min_ratings {min_ratings!r}: expected a non-negative integer")
-    ratings = _require_table(spark, namespace, "ratings")
-    movies = _require_table(spark, namespace, "movies")
-    run_id, model = models.load_ranking_model(spark, namespace, storage, run_id)
-    generated_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    ratings = tables.require_table(spark, namespace, "ratings", "run `movielens-als land` first")
+    movies = tables.require_table(spark, namespace, "movies", "run `movielens-als land` first")
+    run_id, model = models.load_ranking_model(spark, namespace, storage, run_id, kind="serving")
+    generated_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
     ratings = ratings.select("user_id", "movie_id", "rating").cache()
     try:
-        users = model.userFactors.join(
-            active_users(ratings, min_ratings).withColumnRenamed("user_id", "id"), "id"
-        )
+        users = model.userFactors.join(active_users(ratings, min_ratings).withColumnRenamed("user_id", "id"), "id")
         popular = popular_movies_fn(ratings, movies, popular_min_count, popular_damping)
         frequent = ratings.groupBy("movie_id").count().where(F.col("count") >= popular_min_count)
         similar = similar_movies_fn(model.itemFactors, top_n, candidates=frequent, block_size=block_size)
@@ -374,7 +231,9 @@ def recommend(
         "recommend",
         rows=counts,
         details={
-            "run_id": run_id, "top_n": top_n, "min_ratings": min_ratings,
+            "run_id": run_id,
+            "top_n": top_n,
+            "min_ratings": min_ratings,
             "user_recommendations_version": tables.table_version(spark, namespace, USER_RECOMMENDATIONS.name),
         },
     )

@@ -103,13 +103,21 @@ def _hash_file(path: Path, digest) -> None:
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5()  # noqa: S324 - GroupLens publishes md5, used here for integrity only
+    digest = hashlib.md5()
     _hash_file(path, digest)
     return digest.hexdigest()
 
 
-def resolve_source(source: str | None, size: str, landing: Path, *, base_url: str = GROUPLENS_BASE_URL,
-                   timeout: float = 60.0, retries: int = 4, backoff: float = 2.0) -> Source:
+def resolve_source(
+    source: str | None,
+    size: str,
+    landing: Path,
+    *,
+    base_url: str = GROUPLENS_BASE_URL,
+    timeout: float = 60.0,
+    retries: int = 4,
+    backoff: float = 2.0,
+) -> Source:
     """Turn ``--source``/``--size`` into a local Source, downloading into ``landing`` if needed."""
     origin = source or dataset_url(size, base_url)
     if re.match(r"^https?://", origin):
@@ -171,7 +179,7 @@ def download(url: str, target: Path, *, timeout: float = 60.0, retries: int = 4,
             break
         except LandingError:
             raise
-        except (urllib.error.URLError, OSError, TimeoutError, _IncompleteDownload) as exc:
+        except (urllib.error.URLError, OSError, TimeoutError, _IncompleteDownloadError) as exc:
             last_error = exc
             if isinstance(exc, urllib.error.HTTPError) and 400 <= exc.code < 500 and exc.code != 429:
                 raise LandingError(f"{url}: HTTP {exc.code} {exc.reason}") from None
@@ -196,7 +204,7 @@ def download(url: str, target: Path, *, timeout: float = 60.0, retries: int = 4,
     partial.replace(target)
 
 
-class _IncompleteDownload(Exception):
+class _IncompleteDownloadError(Exception):
     pass
 
 
@@ -209,9 +217,9 @@ def _fetch(url: str, path: Path, timeout: float) -> None:
             out.write(chunk)
             received += len(chunk)
     if expected is not None and received != int(expected):
-        raise _IncompleteDownload(f"received {received} of {expected} bytes")
+        raise _IncompleteDownloadError(f"received {received} of {expected} bytes")
     if received == 0:
-        raise _IncompleteDownload("empty response")
+        raise _IncompleteDownloadError("empty response")
 
 
 def _fetch_md5(url: str, timeout: float) -> str | None:

@@ -1,21 +1,35 @@
-"""The one SparkSession factory, and where files live (landing area, model store, reports).
+"""The one SparkSession factory, classic or Spark Connect, and where files live (landing area, models, reports).
 
-On Databricks the active session is used as it is. Locally a ``local[*]`` session with Delta,
-a Derby metastore and a warehouse under the lakehouse home, so tables persist across processes.
+On Databricks the runtime's session is used as it is: classic on a dedicated cluster, Spark
+Connect on serverless and standard access. Elsewhere a local ``local[*]`` Spark with Delta, a
+Derby metastore and a warehouse under the lakehouse home, so tables persist across processes.
+
+PySpark's convention picks the mode: with ``SPARK_REMOTE`` (or ``--remote``) set, the session is
+a Spark Connect client. ``sc://host:port`` connects to a running server; ``local`` or
+``local[N]`` starts pyspark's Connect server inside this process on a free port, configured
+exactly like the classic session (Delta's extensions and catalog, the warehouse and the
+checkpoint directory are static: they reach the server when it starts), so both modes read and
+write the same tables.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import uuid
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from movielens_als.errors import MovieLensAlsError
 from movielens_als.names import Namespace, validate_identifier
 
 HOME_ENV = "MOVIELENS_ALS_HOME"
+REMOTE_ENV = "SPARK_REMOTE"
 DEFAULT_HOME = ".lakehouse"
+CHECKPOINT_CONF = "spark.checkpoint.dir"  # Spark 4.0: the Spark context's checkpoint dir, set at start
+CONNECT_PLUGIN = "org.apache.spark.sql.connect.SparkConnectPlugin"
 
 
 def on_databricks() -> bool:
@@ -23,22 +37,37 @@ def on_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (no Spark context, no RDDs)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 def lakehouse_home(home: str | os.PathLike | None = None) -> Path:
     """Local lakehouse home: ``home``, else $MOVIELENS_ALS_HOME, else ./.lakehouse (absolute)."""
     return Path(home or os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser().resolve()
 
 
-def get_spark(home: str | os.PathLike | None = None, app_name: str = "movielens-als") -> SparkSession:
-    """The active session on Databricks; locally an embedded Spark + Delta session under ``home``."""
+def get_spark(
+    home: str | os.PathLike | None = None, app_name: str = "movielens-als", remote: str | None = None
+) -> SparkSession:
+    """The runtime's session on Databricks; elsewhere a classic or Spark Connect session (``remote``,
+    else $SPARK_REMOTE) on the lakehouse under ``home``."""
     if on_databricks():
         return SparkSession.builder.getOrCreate()
+    remote = remote or os.environ.get(REMOTE_ENV)
+    if remote:
+        return _connect_session(remote, lakehouse_home(home), app_name)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    return _local_session(lakehouse_home(home), app_name)
+    return _builder(lakehouse_home(home), _cores(), app_name).getOrCreate()
 
 
-def _local_session(home: Path, app_name: str) -> SparkSession:
+def _cores() -> int:
+    return os.cpu_count() or 2
+
+
+def _builder(home: Path, cores: int, app_name: str) -> SparkSession.Builder:
     from delta import configure_spark_with_delta_pip
 
     home.mkdir(parents=True, exist_ok=True)
@@ -46,17 +75,25 @@ def _local_session(home: Path, app_name: str) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no network needed, no hostname warning
-    cores = os.cpu_count() or 2
+    log4j = Path(__file__).with_name("log4j2.properties")
     builder = (
         SparkSession.builder.master(f"local[{cores}]")
         .appName(app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.catalogImplementation", "hive")
         .config("spark.sql.warehouse.dir", str(home / "warehouse"))
         # Derby keeps table definitions in the home, so a later process sees earlier tables.
-        .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true")
-        .config("spark.driver.extraJavaOptions",
-                f"-Dderby.system.home={home} -Xss16m -Dlog4j.configurationFile={Path(__file__).with_name('log4j2.properties')}")
+        .config(
+            "spark.hadoop.javax.jdo.option.ConnectionURL",
+            f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
+        )
+        # ALS checkpoints its factors every few iterations only where a checkpoint dir is set; the
+        # larger stack is a second guard for lineage a checkpoint does not cut.
+        .config(CHECKPOINT_CONF, str(home / "checkpoints"))
+        .config(
+            "spark.driver.extraJavaOptions", f"-Dderby.system.home={home} -Xss16m -Dlog4j.configurationFile={log4j}"
+        )
         .config("spark.sql.shuffle.partitions", str(max(2, 2 * cores)))
         .config("spark.default.parallelism", str(max(2, 2 * cores)))
         .config("spark.driver.memory", os.environ.get("MOVIELENS_ALS_DRIVER_MEMORY", "4g"))
@@ -65,20 +102,53 @@ def _local_session(home: Path, app_name: str) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.local.dir", str(home / "tmp"))
-        .enableHiveSupport()
     )
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    spark.sparkContext.setCheckpointDir(str(home / "checkpoints"))
-    return spark
+    return configure_spark_with_delta_pip(builder)
+
+
+def _connect_session(remote: str, home: Path, app_name: str) -> SparkSession:
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    if remote.startswith("sc://"):
+        return ConnectSession.builder.remote(remote).getOrCreate()
+    if remote != "local" and not remote.startswith("local["):
+        raise MovieLensAlsError(f"--remote {remote!r}: expected sc://host:port, local or local[N]")
+    active = ConnectSession.getActiveSession()
+    if active is not None:
+        return active
+    cores = int(remote[6:-1]) if remote.startswith("local[") and remote[6:-1].isdigit() else _cores()
+    port = _free_port()
+    # pyspark's own local server (builder.remote("local")) always listens on 15002: two processes
+    # on one machine would share it, and the second would write into the first one's lakehouse.
+    os.environ.setdefault("SPARK_CONNECT_AUTHENTICATE_TOKEN", uuid.uuid4().hex)
+    (
+        _builder(home, cores, app_name)
+        .config("spark.plugins", CONNECT_PLUGIN)
+        .config("spark.connect.grpc.binding.port", str(port))
+        .config("spark.sql.artifact.isolation.enabled", "true")
+        .config("spark.sql.artifact.isolation.alwaysApplyClassloader", "true")
+        .getOrCreate()
+    )
+    # pyspark.ml and delta dispatch to their Connect implementations on this flag.
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    return ConnectSession.builder.remote(f"sc://localhost:{port}").getOrCreate()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def ensure_checkpoint_dir(spark: SparkSession, storage: Path) -> None:
-    """ALS lineage grows with each iteration; without a checkpoint dir ~15+ iterations overflow the stack."""
-    try:
-        sc = spark.sparkContext
-    except Exception:  # noqa: BLE001 - serverless and Spark Connect have no SparkContext
+    """ALS lineage grows with each iteration; without a checkpoint dir ~15+ iterations overflow the stack.
+
+    Sessions made here set ``spark.checkpoint.dir`` at start. A Databricks classic cluster's session
+    may lack it and can still set it; a Spark Connect client cannot (see :mod:`als`).
+    """
+    if spark.conf.get(CHECKPOINT_CONF, None) or is_connect(spark):
         return
+    sc = spark.sparkContext  # classic-only: guarded by is_connect above, Connect has no Spark context
     if sc.getCheckpointDir() is None:
         sc.setCheckpointDir(str(storage / "checkpoints"))
 

@@ -18,17 +18,18 @@ not ``rand()``: the result does not depend on partitioning, cluster size or run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pyspark.sql import Column as SqlColumn
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from movielens_als import tables
+from movielens_als.columns import ITEM, SPLIT, TIMESTAMP, USER
+from movielens_als.config import PROTOCOLS, Protocol
+from movielens_als.config import SPLIT as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.names import Namespace
-from movielens_als.task import TaskResult
 from movielens_als.tables import Column, TableSpec
+from movielens_als.task import TaskResult
 
 SPLITS = TableSpec(
     "splits",
@@ -53,63 +54,55 @@ RATIO = 0.75
 VALIDATION_RATIO = 0.9  # share of train kept for tuning fits; the rest is validation
 
 
-@dataclass(frozen=True)
-class Protocol:
-    name: str
-    kind: str  # stratified | random | chrono
-    default_seed: int | None
-    by: str | None = None
-
-
-PROTOCOLS = {
-    "benchmark": Protocol("benchmark", "stratified", 42, "movie_id"),
-    "quickstart": Protocol("quickstart", "random", 123),
-    "chrono": Protocol("chrono", "chrono", None, "user_id"),
-}
-
-
 def _uniform(seed: int, salt: str) -> SqlColumn:
     """A deterministic pseudo-random number in [0, 1) per (seed, salt, user, movie)."""
-    h = F.xxhash64(F.lit(seed), F.lit(salt), F.col("user_id"), F.col("movie_id"))
+    h = F.xxhash64(F.lit(seed), F.lit(salt), F.col(USER), F.col(ITEM))
     return F.pmod(h, F.lit(1 << 30)).cast("double") / float(1 << 30)
 
 
-def stratified_split_fn(df: DataFrame, ratio: float, seed: int, by: str = "movie_id",
-                        labels: tuple[str, str] = (TRAIN, TEST), salt: str = "test") -> DataFrame:
-    """Per group of ``by``: a seeded shuffle, the first ``round(ratio * n)`` rows get ``labels[0]``.
+def ordered_split_fn(
+    df: DataFrame, ratio: float, by: str, order: list, labels: tuple[str, str] = (TRAIN, TEST)
+) -> DataFrame:
+    """Per group of ``by``, rows sorted by ``order``: the first ``round(ratio * n)`` get ``labels[0]``.
 
-    ``round`` is half-to-even as in recommenders (``np.split`` at ``round(x * len)``), so a movie with
-    one rating keeps it in train and one with two ratings keeps both.
+    ``round`` is half-to-even as in recommenders (``np.split`` at ``round(x * len)``), so a group with
+    one row keeps it in ``labels[0]`` and one with two rows keeps both.
     """
-    w = Window.partitionBy(by).orderBy(_uniform(seed, salt), "user_id", "movie_id")
+    w = Window.partitionBy(by).orderBy(*order)
     n = F.count(F.lit(1)).over(Window.partitionBy(by))
     return (
         df.withColumn("_pos", F.row_number().over(w))
-        .withColumn("split", F.when(F.col("_pos") <= F.bround(n * ratio, 0), labels[0]).otherwise(labels[1]))
+        .withColumn(SPLIT, F.when(F.col("_pos") <= F.bround(n * ratio, 0), labels[0]).otherwise(labels[1]))
         .drop("_pos")
     )
 
 
-def random_split_fn(df: DataFrame, ratio: float, seed: int, labels: tuple[str, str] = (TRAIN, TEST),
-                    salt: str = "test") -> DataFrame:
+def stratified_split_fn(
+    df: DataFrame, ratio: float, seed: int, by: str = ITEM, labels: tuple[str, str] = (TRAIN, TEST), salt: str = "test"
+) -> DataFrame:
+    """Per group of ``by``: a seeded shuffle, then the first ``round(ratio * n)`` rows get ``labels[0]``."""
+    return ordered_split_fn(df, ratio, by, [_uniform(seed, salt), USER, ITEM], labels)
+
+
+def random_split_fn(
+    df: DataFrame, ratio: float, seed: int, labels: tuple[str, str] = (TRAIN, TEST), salt: str = "test"
+) -> DataFrame:
     """Each row independently gets ``labels[0]`` with probability ``ratio``."""
-    return df.withColumn("split", F.when(_uniform(seed, salt) < ratio, labels[0]).otherwise(labels[1]))
+    return df.withColumn(SPLIT, F.when(_uniform(seed, salt) < ratio, labels[0]).otherwise(labels[1]))
 
 
-def chrono_split_fn(df: DataFrame, ratio: float, by: str = "user_id",
-                    labels: tuple[str, str] = (TRAIN, TEST)) -> DataFrame:
+def chrono_split_fn(df: DataFrame, ratio: float, by: str = USER, labels: tuple[str, str] = (TRAIN, TEST)) -> DataFrame:
     """Per group of ``by``: the earliest ``round(ratio * n)`` ratings get ``labels[0]``, the latest the rest."""
-    w = Window.partitionBy(by).orderBy("rated_at", "movie_id", "user_id")
-    n = F.count(F.lit(1)).over(Window.partitionBy(by))
-    return (
-        df.withColumn("_pos", F.row_number().over(w))
-        .withColumn("split", F.when(F.col("_pos") <= F.bround(n * ratio, 0), labels[0]).otherwise(labels[1]))
-        .drop("_pos")
-    )
+    return ordered_split_fn(df, ratio, by, [TIMESTAMP, ITEM, USER], labels)
 
 
-def split_fn(ratings: DataFrame, protocol: str, seed: int | None = None, ratio: float = RATIO,
-             validation_ratio: float = VALIDATION_RATIO) -> DataFrame:
+def split_fn(
+    ratings: DataFrame,
+    protocol: str,
+    seed: int | None = None,
+    ratio: float = RATIO,
+    validation_ratio: float = VALIDATION_RATIO,
+) -> DataFrame:
     """``ratings`` with a ``split`` column: test by the protocol, then validation carved from train the same way."""
     spec = _protocol(protocol)
     seed = spec.default_seed if seed is None else seed
@@ -122,10 +115,9 @@ def split_fn(ratings: DataFrame, protocol: str, seed: int | None = None, ratio: 
         return chrono_split_fn(df, ratio, spec.by, labels)
 
     first = once(ratings, (TRAIN, TEST), "test", ratio).cache()
-    test = first.where(F.col("split") == TEST)
+    test = first.where(F.col(SPLIT) == TEST)
     # Only train rows are split again: validation never sees a test row.
-    train = once(first.where(F.col("split") == TRAIN).drop("split"), (TRAIN, VALIDATION), "validation",
-                 validation_ratio)
+    train = once(first.where(F.col(SPLIT) == TRAIN).drop(SPLIT), (TRAIN, VALIDATION), "validation", validation_ratio)
     return train.unionByName(test)
 
 
@@ -135,7 +127,9 @@ def _protocol(protocol: str) -> Protocol:
     return PROTOCOLS[protocol]
 
 
-def split(spark: SparkSession, namespace: Namespace, protocol: str = "benchmark", seed: int | None = None) -> TaskResult:
+def split(
+    spark: SparkSession, namespace: Namespace, protocol: str = DEFAULTS.protocol, seed: int | None = DEFAULTS.seed
+) -> TaskResult:
     """Split ``ratings`` by ``protocol`` and replace that protocol's rows of ``splits``."""
     spec = _protocol(protocol)
     if spec.kind == "chrono" and seed is not None:
@@ -160,24 +154,35 @@ def split(spark: SparkSession, namespace: Namespace, protocol: str = "benchmark"
     )
     tables.replace_where(spark, namespace, SPLITS, out, F.col("protocol") == protocol)
     counts = {
-        r["split"]: r["count"]
-        for r in spark.table(namespace.table(SPLITS.name)).where(F.col("protocol") == protocol)
-        .groupBy("split").count().collect()
+        r[SPLIT]: r["count"]
+        for r in spark.table(namespace.table(SPLITS.name))
+        .where(F.col("protocol") == protocol)
+        .groupBy(SPLIT)
+        .count()
+        .collect()
     }
     return TaskResult(
         "split",
         rows={SPLITS.name: sum(counts.values())},
-        details={"protocol": protocol, "seed": seed, "ratings_version": version,
-                 **{s: counts.get(s, 0) for s in (TRAIN, VALIDATION, TEST)}},
+        details={
+            "protocol": protocol,
+            "seed": seed,
+            "ratings_version": version,
+            **{s: counts.get(s, 0) for s in (TRAIN, VALIDATION, TEST)},
+        },
     )
 
 
 def read_splits(spark: SparkSession, namespace: Namespace, protocol: str) -> DataFrame:
     """The ``splits`` rows of one protocol; a clear error if ``split`` has not run for it."""
     _protocol(protocol)
-    if not spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{SPLITS.name}"):
-        raise MovieLensAlsError(f"no splits table in {namespace}: run `movielens-als split --protocol {protocol}` first")
+    if not tables.table_exists(spark, namespace, SPLITS.name):
+        raise MovieLensAlsError(
+            f"no splits table in {namespace}: run `movielens-als split --protocol {protocol}` first"
+        )
     df = spark.table(namespace.table(SPLITS.name)).where(F.col("protocol") == protocol)
     if df.limit(1).count() == 0:
-        raise MovieLensAlsError(f"no {protocol} rows in {namespace}.splits: run `movielens-als split --protocol {protocol}`")
+        raise MovieLensAlsError(
+            f"no {protocol} rows in {namespace}.splits: run `movielens-als split --protocol {protocol}`"
+        )
     return df

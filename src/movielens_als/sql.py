@@ -12,13 +12,15 @@ import decimal
 import io
 import json
 import math
+from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
+from pyspark.errors import AnalysisException, ParseException
+from pyspark.sql import DataFrame, SparkSession
 
-from movielens_als.errors import MovieLensAlsError
+from movielens_als.config import SQL_FORMATS, TABLE_LIMIT
+from movielens_als.errors import MovieLensAlsError, first_line
 from movielens_als.names import Namespace, quote
-
-FORMATS = ("table", "json", "csv")
+from movielens_als.tables import schema_exists
 
 
 def split_statements(text: str) -> list[str]:
@@ -47,7 +49,7 @@ def split_statements(text: str) -> list[str]:
             end = text.find("*/", i + 2)
             if end < 0:
                 raise MovieLensAlsError("unterminated /* comment in SQL text")
-            buf.append(text[i:end + 2])
+            buf.append(text[i : end + 2])
             i = end + 2
         elif c == ";":
             if has_code:
@@ -92,47 +94,68 @@ def substitute(query: str, namespace: Namespace) -> str:
     )
 
 
-def run_sql(spark: SparkSession, namespace: Namespace, query: str, fmt: str = "table", limit: int = 1000) -> str:
-    """Run ``query`` (one or more ``;``-separated statements) in the namespace; format the last result."""
-    if fmt not in FORMATS:
-        raise MovieLensAlsError(f"invalid format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+@dataclass(frozen=True)
+class SqlResult:
+    """What ``sql`` prints: the formatted rows, and a note for stderr when rows were left out."""
+
+    text: str
+    note: str | None = None
+
+
+def run_sql(
+    spark: SparkSession, namespace: Namespace, query: str, fmt: str = "table", limit: int | None = None
+) -> SqlResult:
+    """Run ``query`` (one or more ``;``-separated statements) in the namespace; format the last result.
+
+    ``limit`` None means every row for the machine formats (an export is never cut silently) and
+    ``TABLE_LIMIT`` rows for the table a person reads; any cut is said in ``note``.
+    """
+    if fmt not in SQL_FORMATS:
+        raise MovieLensAlsError(f"invalid format {fmt!r}: expected one of {', '.join(SQL_FORMATS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise MovieLensAlsError(f"invalid limit {limit!r}: expected a positive integer")
     statements = split_statements(substitute(query, namespace))
     if not statements:
         raise MovieLensAlsError("no SQL statement given")
-    if not spark.catalog.databaseExists(f"{namespace.catalog}.{namespace.schema}"):
+    if not schema_exists(spark, namespace):
         raise MovieLensAlsError(f"schema {namespace} does not exist: run `movielens-als land` first")
     use_namespace(spark, namespace)
     df = None
     for statement in statements:
         df = _execute(spark, statement)
     columns = df.columns
-    rows = [tuple(r) for r in df.limit(limit + 1).collect()] if columns else []
-    truncated = len(rows) > limit
-    rows = rows[:limit]
+    cap = limit if limit is not None else (TABLE_LIMIT if fmt == "table" else None)
+    if not columns:
+        rows = []
+    elif cap is None:
+        rows = [tuple(r) for r in df.toLocalIterator()]
+    else:
+        rows = [tuple(r) for r in df.limit(cap + 1).collect()]
+    truncated = cap is not None and len(rows) > cap
+    rows = rows[:cap] if truncated else rows
+    note = f"note: printed the first {cap} rows; the result has more (pass --limit N to change)" if truncated else None
     if fmt == "json":
-        return "\n".join(json.dumps(dict(zip(columns, map(_json_value, r))), ensure_ascii=False) for r in rows)
+        lines = (json.dumps(dict(zip(columns, map(_json_value, r), strict=True)), ensure_ascii=False) for r in rows)
+        return SqlResult("\n".join(lines), note)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows([[_csv_value(v) for v in r] for r in rows])
-        return out.getvalue().rstrip("\n")
+        return SqlResult(out.getvalue().rstrip("\n"), note)
     if not columns:
-        return "OK"
-    return format_table(columns, rows, truncated=truncated)
+        return SqlResult("OK")
+    return SqlResult(format_table(columns, rows, truncated=truncated), note)
 
 
-def _execute(spark: SparkSession, statement: str):
-    from pyspark.errors import AnalysisException, ParseException
-
+def _execute(spark: SparkSession, statement: str) -> DataFrame:
     try:
-        return spark.sql(statement)
+        df = spark.sql(statement)
+        _ = df.schema  # Spark Connect analyses lazily: resolve now, so a bad query fails here
+        return df
     except (AnalysisException, ParseException) as exc:
         # One line for the command line: Spark's messages carry the SQL position in later lines.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MovieLensAlsError(f"SQL failed: {first}") from exc
+        raise MovieLensAlsError(f"SQL failed: {first_line(exc)}") from exc
 
 
 def _text(value) -> str:
@@ -157,15 +180,19 @@ def format_table(columns: list[str], rows: list[tuple], truncated: bool = False)
     """An aligned text table (floats to 4 decimals), with a row count footer."""
     cells = [[_text(v) for v in r] for r in rows]
     numeric = [
-        all(isinstance(r[i], (int, float, decimal.Decimal)) and not isinstance(r[i], bool)
-            for r in rows if r[i] is not None)
+        all(
+            isinstance(r[i], (int, float, decimal.Decimal)) and not isinstance(r[i], bool)
+            for r in rows
+            if r[i] is not None
+        )
         and any(r[i] is not None for r in rows)
         for i in range(len(columns))
     ]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
 
     def line(values):
-        return " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        cells = zip(values, widths, numeric, strict=True)
+        return " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in cells).rstrip()
 
     out = [line(columns), "-+-".join("-" * w for w in widths)]
     out += [line(r) for r in cells]

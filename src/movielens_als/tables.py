@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from movielens_als.errors import MovieLensAlsError
 from movielens_als.names import Namespace, quote
 
 
@@ -21,6 +22,11 @@ class Column:
     type: str
     comment: str
     nullable: bool = True
+
+    @property
+    def ddl(self) -> str:
+        not_null = "" if self.nullable else " NOT NULL"
+        return f"{quote(self.name, 'column')} {self.type}{not_null} COMMENT {sql_string(self.comment)}"
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,7 @@ class TableSpec:
         return ", ".join(f"{c.name} {c.type}" for c in self.columns)
 
     def ddl(self, namespace: Namespace) -> str:
-        cols = ",\n  ".join(
-            f"{quote(c.name, 'column')} {c.type}{'' if c.nullable else ' NOT NULL'} COMMENT {sql_string(c.comment)}"
-            for c in self.columns
-        )
+        cols = ",\n  ".join(c.ddl for c in self.columns)
         props = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in self.properties.items())
         return (
             f"CREATE TABLE IF NOT EXISTS {namespace.table(self.name)} (\n  {cols}\n) USING DELTA"
@@ -60,17 +63,39 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def schema_exists(spark: SparkSession, namespace: Namespace) -> bool:
+    return spark.catalog.databaseExists(f"{namespace.catalog}.{namespace.schema}")
+
+
+def table_exists(spark: SparkSession, namespace: Namespace, name: str) -> bool:
+    return spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{name}")
+
+
+def require_table(spark: SparkSession, namespace: Namespace, name: str, hint: str) -> DataFrame:
+    """The table, or one clear error naming it and the command that makes it (``hint``)."""
+    if not table_exists(spark, namespace, name):
+        raise MovieLensAlsError(f"table {namespace}.{name} is missing: {hint}")
+    return spark.table(namespace.table(name))
+
+
 def ensure_schema(spark: SparkSession, namespace: Namespace) -> None:
     """Create the schema if it is missing (on Databricks the bundle normally owns it)."""
-    if not spark.catalog.databaseExists(f"{namespace.catalog}.{namespace.schema}"):
+    if not schema_exists(spark, namespace):
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {namespace.qualified_schema}")
 
 
 def ensure_table(spark: SparkSession, namespace: Namespace, spec: TableSpec) -> str:
-    """Create the table from its spec if missing; return its quoted name."""
-    ensure_schema(spark, namespace)
-    spark.sql(spec.ddl(namespace))
-    return namespace.table(spec.name)
+    """Create the table from its spec if missing, add columns a newer spec declares; return its quoted name."""
+    name = namespace.table(spec.name)
+    if not table_exists(spark, namespace, spec.name):
+        ensure_schema(spark, namespace)
+        spark.sql(spec.ddl(namespace))
+        return name
+    existing = set(spark.table(name).columns)
+    missing = [c for c in spec.columns if c.name not in existing]
+    if missing:
+        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(c.ddl for c in missing)})")
+    return name
 
 
 def overwrite(spark: SparkSession, namespace: Namespace, spec: TableSpec, df: DataFrame) -> None:
@@ -93,7 +118,7 @@ def replace_where(spark: SparkSession, namespace: Namespace, spec: TableSpec, df
 
 def table_version(spark: SparkSession, namespace: Namespace, table: str) -> int | None:
     """Latest Delta version of a table, or None if it does not exist."""
-    if not spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{table}"):
+    if not table_exists(spark, namespace, table):
         return None
     row = spark.sql(f"DESCRIBE HISTORY {namespace.table(table)} LIMIT 1").select("version").first()
     return int(row[0])

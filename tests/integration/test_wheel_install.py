@@ -28,8 +28,14 @@ pytestmark = pytest.mark.integration
 
 
 def run(cmd: list, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,7 @@ def installed(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("wheel_install")
     try:
         import hatchling  # noqa: F401
+
         isolation = ["--no-isolation"]
     except ImportError:
         isolation = []
@@ -52,8 +59,10 @@ def installed(tmp_path_factory) -> Path:
     purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], work).stdout.strip()
     # Borrowed dependencies come after the venv's own site-packages, so the wheel wins.
     Path(purelib, "zz_borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    pip = run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
-               "--no-compile", wheel], work)
+    pip = run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--no-compile", wheel],
+        work,
+    )
     assert pip.returncode == 0, pip.stderr
     return venv / "bin"
 
@@ -115,8 +124,12 @@ def test_installed_wheel_lands_a_tiny_ml100k_folder(installed, tmp_path):
     home = tmp_path / "lakehouse"
     schema = f"t_{uuid.uuid4().hex[:12]}"
 
-    proc = run([installed / "movielens-als", "land", "--source", source, "--home", home, "--schema", schema],
-               tmp_path, timeout=600, env={"MOVIELENS_ALS_DRIVER_MEMORY": "1g"})
+    proc = run(
+        [installed / "movielens-als", "land", "--source", source, "--home", home, "--schema", schema],
+        tmp_path,
+        timeout=600,
+        env={"MOVIELENS_ALS_DRIVER_MEMORY": "1g"},
+    )
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = [line for line in proc.stdout.splitlines() if line.startswith("land:")]

@@ -19,8 +19,8 @@ from databricks.bundles.jobs import Job
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from movielens_als import cli
-from movielens_als.runner import (
+from movielens_als import tasks
+from movielens_als.bundle_config import (
     ENTRY_POINT,
     Resolver,
     load_bundle,
@@ -37,7 +37,9 @@ COMPUTE_KEYS = {"job_cluster_key", "libraries", "environment_key", "new_cluster"
 
 
 def schema_path() -> Path:
-    return Path(os.environ.get("DATABRICKS_BUNDLE_SCHEMA") or REPO.parent / "shared/databricks/bundle-config.schema.json")
+    return Path(
+        os.environ.get("DATABRICKS_BUNDLE_SCHEMA") or REPO.parent / "shared/databricks/bundle-config.schema.json"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +136,14 @@ def test_job_runs_the_six_tasks_in_dag_order_on_both_computes(bundle):
     for job in jobs_of(bundle).values():
         assert [t["task_key"] for t in topological_order(job["tasks"])] == DAG
         deps = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in job["tasks"]}
-        assert deps == {"land": [], "split": ["land"], "train": ["split"], "evaluate": ["train"],
-                        "recommend": ["evaluate"], "publish": ["recommend"]}
+        assert deps == {
+            "land": [],
+            "split": ["land"],
+            "train": ["split"],
+            "evaluate": ["train"],
+            "recommend": ["evaluate"],
+            "publish": ["recommend"],
+        }
 
 
 def test_serverless_variant_differs_from_the_cluster_job_only_in_compute(bundle):
@@ -153,7 +161,7 @@ def test_task_values_come_from_job_parameters_or_the_run_id(bundle):
     for job_key, task in all_wheel_tasks(bundle):
         argv = task_argv(task)
         assert argv[0] == task["task_key"]
-        for flag, value in zip(argv[1::2], argv[2::2]):
+        for flag, value in zip(argv[1::2], argv[2::2], strict=True):
             assert flag.startswith("--"), (job_key, task["task_key"], flag)
             assert value.startswith("{{") and value.endswith("}}"), (job_key, task["task_key"], flag, value)
         assert len(argv[1:]) % 2 == 0
@@ -165,7 +173,7 @@ def test_task_values_come_from_job_parameters_or_the_run_id(bundle):
 
 def test_task_command_lines_parse_with_the_cli_parser(bundle):
     """Each task's flags exist on its subcommand, with parameter defaults substituted."""
-    parser = cli.build_parser()
+    parser = tasks.build_parser()
     for target in TARGETS:
         job = resolved_job(bundle, target, "movielens_als")
         params = {p["name"]: p["default"] for p in job["parameters"]}
@@ -191,7 +199,10 @@ def test_evaluate_libraries_match_the_wheels_evaluate_extra(bundle):
     classic = {t["task_key"]: t for t in jobs_of(bundle)["movielens_als"]["tasks"]}
     pypi = [lib["pypi"]["package"] for lib in classic["evaluate"]["libraries"] if "pypi" in lib]
     assert sorted(pypi) == sorted(extra)
-    envs = {e["environment_key"]: e["spec"]["dependencies"] for e in jobs_of(bundle)["movielens_als_serverless"]["environments"]}
+    envs = {
+        e["environment_key"]: e["spec"]["dependencies"]
+        for e in jobs_of(bundle)["movielens_als_serverless"]["environments"]
+    }
     assert sorted(d for d in envs["evaluate"] if not d.endswith(".whl")) == sorted(extra)
     assert envs["default"] == ["../dist/*.whl"]
 
@@ -257,11 +268,17 @@ def build_wheel(outdir: Path) -> Path:
     """The wheel as `databricks bundle deploy` builds it (the artifact's build command)."""
     try:
         import hatchling  # noqa: F401 - present: build without an isolated environment (offline, fast)
+
         isolation = ["--no-isolation"]
     except ImportError:
         isolation = []
-    subprocess.run([sys.executable, "-m", "build", "--wheel", *isolation, "--outdir", str(outdir), str(REPO)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", *isolation, "--outdir", str(outdir), str(REPO)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (wheel,) = outdir.glob("*.whl")
     return wheel
 
@@ -289,16 +306,22 @@ def test_wheel_metadata_names_the_package_and_entry_point_of_every_task(bundle, 
 def test_wheel_entry_point_resolves_like_databricks_and_accepts_every_task_flag(bundle, wheel):
     job = resolved_job(bundle, "dev", "movielens_als")
     params = {p["name"]: p["default"] for p in job["parameters"]}
-    tasks = [{"task_key": t["task_key"], **{k: t["python_wheel_task"][k] for k in ("package_name", "entry_point")},
-              "argv": [substitute(a, params, {"job.run_id": "123456"}) for a in task_argv(t)]}
-             for t in job["tasks"]]
+    tasks = [
+        {
+            "task_key": t["task_key"],
+            **{k: t["python_wheel_task"][k] for k in ("package_name", "entry_point")},
+            "argv": [substitute(a, params, {"job.run_id": "123456"}) for a in task_argv(t)],
+        }
+        for t in job["tasks"]
+    ]
     # -S: no site-packages, so neither the project venv nor its editable install can answer.
     env = {**os.environ, "PYTHONPATH": str(wheel)}
-    proc = subprocess.run([sys.executable, "-S", "-c", _PROBE, json.dumps(tasks)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", _PROBE, json.dumps(tasks)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    (target, location), = out["entry_points"].values()
+    ((target, location),) = out["entry_points"].values()
     assert target == "movielens_als.cli:main"
     assert str(wheel) in location
     for task in tasks:

@@ -12,8 +12,9 @@ from movielens_als.metrics import ranking_metrics_fn, rating_metrics_fn
 def test_ranking_metrics_hand_computed(spark):
     # user 1: list [10, 20, 30], relevant {10, 30, 40}: hits at ranks 1 and 3.
     # user 2: list [50, 60, 70], relevant {60}: hit at rank 2.
-    top = spark.createDataFrame([(1, 10, 1), (1, 20, 2), (1, 30, 3), (2, 50, 1), (2, 60, 2), (2, 70, 3)],
-                                "user_id INT, movie_id INT, rank INT")
+    top = spark.createDataFrame(
+        [(1, 10, 1), (1, 20, 2), (1, 30, 3), (2, 50, 1), (2, 60, 2), (2, 70, 3)], "user_id INT, movie_id INT, rank INT"
+    )
     truth = spark.createDataFrame([(1, 10), (1, 30), (1, 40), (2, 60), (3, 99)], "user_id INT, movie_id INT")
     m = ranking_metrics_fn(top, truth, k=3)
     d = [1 / math.log2(i + 1) for i in range(1, 4)]
@@ -28,11 +29,13 @@ def test_ranking_metrics_hand_computed(spark):
 
 def test_ranking_metrics_match_recommenders(spark):
     evaluation = pytest.importorskip("recommenders.evaluation.spark_evaluation")
-    top = spark.createDataFrame([(1, 10, 1, 0.9), (1, 20, 2, 0.8), (1, 30, 3, 0.7), (2, 50, 1, 0.9),
-                                 (2, 60, 2, 0.5), (2, 70, 3, 0.1)],
-                                "user_id INT, movie_id INT, rank INT, prediction DOUBLE")
-    truth = spark.createDataFrame([(1, 10, 5.0), (1, 30, 4.0), (1, 40, 3.0), (2, 60, 1.0)],
-                                  "user_id INT, movie_id INT, rating DOUBLE")
+    top = spark.createDataFrame(
+        [(1, 10, 1, 0.9), (1, 20, 2, 0.8), (1, 30, 3, 0.7), (2, 50, 1, 0.9), (2, 60, 2, 0.5), (2, 70, 3, 0.1)],
+        "user_id INT, movie_id INT, rank INT, prediction DOUBLE",
+    )
+    truth = spark.createDataFrame(
+        [(1, 10, 5.0), (1, 30, 4.0), (1, 40, 3.0), (2, 60, 1.0)], "user_id INT, movie_id INT, rating DOUBLE"
+    )
     ours = ranking_metrics_fn(top, truth, k=3)
     ev = evaluation.SparkRankingEvaluation(truth, top, k=3, col_user="user_id", col_item="movie_id")
     for name in ("precision_at_k", "recall_at_k", "ndcg_at_k", "map", "map_at_k"):

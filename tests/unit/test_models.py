@@ -10,13 +10,17 @@ import pytest
 from pyspark.sql import functions as F
 
 from movielens_als.errors import MovieLensAlsError
-from movielens_als.models import load_rating_model, load_ranking_model, model_dir, resolve_run_id
+from movielens_als.models import load_ranking_model, load_rating_model, model_dir, resolve_run_id
 from movielens_als.names import Namespace
 from movielens_als.splits import split
-from movielens_als.train import predict_ratings_fn, train
+from movielens_als.rating_model import predict_ratings_fn
+from movielens_als.train import train
 
-GRID = {"rating": {"rank": [2], "reg_param": [0.1], "max_iter": [2], "passes": [1]},
-        "ranking": {"rank": [2], "reg_param": [0.1], "alpha": [1.0], "max_iter": [2]}, "k": 3}
+GRID = {
+    "rating": {"rank": [2], "reg_param": [0.1], "max_iter": [2], "passes": [1]},
+    "ranking": {"rank": [2], "reg_param": [0.1], "alpha": [1.0], "max_iter": [2]},
+    "k": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,9 @@ def trained_in(spark, tmp_path_factory):
     storage = tmp_path_factory.mktemp("models_volume")
     t0 = dt.datetime(2020, 1, 1)
     rows = [(u, i, float(1 + (u * 3 + i) % 5), t0) for u in range(1, 13) for i in range(1, 8) if (u + i) % 4]
-    spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP") \
-        .writeTo(namespace.table("ratings")).using("delta").createOrReplace()
+    spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP").writeTo(
+        namespace.table("ratings")
+    ).using("delta").createOrReplace()
     split(spark, namespace, "benchmark")
     run_id = train(spark, namespace, storage, run_id="r1", grid=GRID).details["run_id"]
     return namespace, storage, run_id

@@ -10,24 +10,37 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from movielens_als import models, recommend as rec
-from movielens_als import tables
+from movielens_als import models, tables
+from movielens_als import recommend as rec
 from movielens_als.errors import MovieLensAlsError
 
 FACTORS = T.StructType([T.StructField("id", T.IntegerType()), T.StructField("features", T.ArrayType(T.FloatType()))])
-TOP_N = T.StructType([
-    T.StructField("user_id", T.IntegerType()), T.StructField("rank", T.IntegerType()),
-    T.StructField("movie_id", T.IntegerType()), T.StructField("score", T.DoubleType()),
-])
-SIMILAR = T.StructType([
-    T.StructField("movie_id", T.IntegerType()), T.StructField("rank", T.IntegerType()),
-    T.StructField("similar_movie_id", T.IntegerType()), T.StructField("similarity", T.DoubleType()),
-])
-POPULAR = T.StructType([
-    T.StructField("genre", T.StringType()), T.StructField("rank", T.IntegerType()),
-    T.StructField("movie_id", T.IntegerType()), T.StructField("num_ratings", T.LongType()),
-    T.StructField("avg_rating", T.DoubleType()), T.StructField("score", T.DoubleType()),
-])
+TOP_N = T.StructType(
+    [
+        T.StructField("user_id", T.IntegerType()),
+        T.StructField("rank", T.IntegerType()),
+        T.StructField("movie_id", T.IntegerType()),
+        T.StructField("score", T.DoubleType()),
+    ]
+)
+SIMILAR = T.StructType(
+    [
+        T.StructField("movie_id", T.IntegerType()),
+        T.StructField("rank", T.IntegerType()),
+        T.StructField("similar_movie_id", T.IntegerType()),
+        T.StructField("similarity", T.DoubleType()),
+    ]
+)
+POPULAR = T.StructType(
+    [
+        T.StructField("genre", T.StringType()),
+        T.StructField("rank", T.IntegerType()),
+        T.StructField("movie_id", T.IntegerType()),
+        T.StructField("num_ratings", T.LongType()),
+        T.StructField("avg_rating", T.DoubleType()),
+        T.StructField("score", T.DoubleType()),
+    ]
+)
 RATINGS = "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP"
 MOVIES = "movie_id INT, title STRING, year INT, release_date DATE, genres ARRAY<STRING>, imdb_url STRING"
 
@@ -51,29 +64,36 @@ ITEMS = [(10, [3, 0]), (11, [2, 1]), (12, [1, 2]), (13, [0, 3])]
 
 def test_top_n_returns_best_unseen_items_per_user(spark):
     users = USERS + [(4, [1, 0]), (5, [0, 1])]
-    seen = seen_df(spark, [(1, 10), (3, 11), (3, 12)]
-                   + [(4, i) for i in (10, 11, 12, 13)] + [(5, i) for i in (10, 11, 13)])
+    seen = seen_df(
+        spark, [(1, 10), (3, 11), (3, 12)] + [(4, i) for i in (10, 11, 12, 13)] + [(5, i) for i in (10, 11, 13)]
+    )
     # block_size 2: several user and item blocks, so per-block top-k lists are merged.
     result = rec.top_n_fn(factors(spark, users), factors(spark, ITEMS), seen, 2, block_size=2)
-    expected = spark.createDataFrame([
-        (1, 1, 11, 2.0), (1, 2, 12, 1.0),   # 10 (score 3) was rated by user 1
-        (2, 1, 13, 3.0), (2, 2, 12, 2.0),
-        (3, 1, 10, 3.0), (3, 2, 13, 3.0),   # 11 and 12 were rated; 10 and 13 tie: lower id first
-        (5, 1, 12, 2.0),                    # one unseen item left; user 4 rated everything
-    ], TOP_N)
+    expected = spark.createDataFrame(
+        [
+            (1, 1, 11, 2.0),
+            (1, 2, 12, 1.0),  # 10 (score 3) was rated by user 1
+            (2, 1, 13, 3.0),
+            (2, 2, 12, 2.0),
+            (3, 1, 10, 3.0),
+            (3, 2, 13, 3.0),  # 11 and 12 were rated; 10 and 13 tie: lower id first
+            (5, 1, 12, 2.0),  # one unseen item left; user 4 rated everything
+        ],
+        TOP_N,
+    )
     assert_df_equality(ordered(result, "user_id", "rank"), expected, ignore_nullable=True)
 
 
 def test_top_n_breaks_score_ties_by_movie_id_within_and_across_blocks(spark):
     # block_size 4: items 20-23 form one block, 24-26 another whose three tied items exceed k = 2.
     items = [(26, [1, 1]), (25, [1, 1]), (24, [1, 1]), (21, [1, 1]), (23, [1, 1]), (22, [1, 1]), (20, [0, 1])]
-    result = rec.top_n_fn(factors(spark, [(7, [1, 0])]), factors(spark, items), seen_df(spark, [(7, 21)]), 2,
-                          block_size=4)
+    result = rec.top_n_fn(
+        factors(spark, [(7, [1, 0])]), factors(spark, items), seen_df(spark, [(7, 21)]), 2, block_size=4
+    )
     expected = spark.createDataFrame([(7, 1, 22, 1.0), (7, 2, 23, 1.0)], TOP_N)
     assert_df_equality(ordered(result, "rank"), expected, ignore_nullable=True)
 
-    result = rec.top_n_fn(factors(spark, [(7, [1, 0])]), factors(spark, items[:3]), seen_df(spark, []), 2,
-                          block_size=4)
+    result = rec.top_n_fn(factors(spark, [(7, [1, 0])]), factors(spark, items[:3]), seen_df(spark, []), 2, block_size=4)
     expected = spark.createDataFrame([(7, 1, 24, 1.0), (7, 2, 25, 1.0)], TOP_N)
     assert_df_equality(ordered(result, "rank"), expected, ignore_nullable=True)
 
@@ -98,7 +118,9 @@ def test_top_n_matches_brute_force_on_random_factors(spark):
         cands = sorted(((-scores[ui, ii], item_id) for ii, (item_id, _) in enumerate(items) if item_id not in rated))
         expected_rows += [(user_id, r + 1, int(item_id), -float(s)) for r, (s, item_id) in enumerate(cands[:5])]
     result = rec.top_n_fn(factors(spark, users), factors(spark, items), seen_df(spark, seen), 5, block_size=16)
-    assert_approx_df_equality(ordered(result, "user_id", "rank"), spark.createDataFrame(expected_rows, TOP_N), 1e-9, ignore_nullable=True)
+    assert_approx_df_equality(
+        ordered(result, "user_id", "rank"), spark.createDataFrame(expected_rows, TOP_N), 1e-9, ignore_nullable=True
+    )
 
 
 def test_similar_movies_rank_by_cosine_excluding_self(spark):
@@ -108,13 +130,21 @@ def test_similar_movies_rank_by_cosine_excluding_self(spark):
     c24 = float(2.5 / (np.sqrt(4.25) * np.sqrt(2)))
     c14 = float(1 / np.sqrt(2))
     c23 = float(0.5 / np.sqrt(4.25))
-    expected = spark.createDataFrame([
-        (1, 1, 2, c12), (1, 2, 4, c14),
-        (2, 1, 1, c12), (2, 2, 4, c24),
-        (3, 1, 4, c14), (3, 2, 2, c23),
-        (4, 1, 2, c24), (4, 2, 1, c14),   # cos(4,1) == cos(4,3): the lower id wins
-        (5, 1, 3, 0.0), (5, 2, 4, -c14),
-    ], SIMILAR)
+    expected = spark.createDataFrame(
+        [
+            (1, 1, 2, c12),
+            (1, 2, 4, c14),
+            (2, 1, 1, c12),
+            (2, 2, 4, c24),
+            (3, 1, 4, c14),
+            (3, 2, 2, c23),
+            (4, 1, 2, c24),
+            (4, 2, 1, c14),  # cos(4,1) == cos(4,3): the lower id wins
+            (5, 1, 3, 0.0),
+            (5, 2, 4, -c14),
+        ],
+        SIMILAR,
+    )
     assert_approx_df_equality(ordered(result, "movie_id", "rank"), expected, 1e-6, ignore_nullable=True)
 
 
@@ -122,16 +152,25 @@ def test_similar_movies_only_suggest_candidate_movies(spark):
     items = [(1, [1, 0]), (2, [2, 0.5]), (3, [0, 1]), (4, [1, 1])]
     candidates = spark.createDataFrame([(1,), (3,)], "movie_id INT")
     result = rec.similar_movies_fn(factors(spark, items), 1, candidates=candidates)
-    expected = spark.createDataFrame([
-        (1, 1, 3, 0.0), (2, 1, 1, float(2 / np.sqrt(4.25))), (3, 1, 1, 0.0), (4, 1, 1, float(1 / np.sqrt(2))),
-    ], SIMILAR)
+    expected = spark.createDataFrame(
+        [
+            (1, 1, 3, 0.0),
+            (2, 1, 1, float(2 / np.sqrt(4.25))),
+            (3, 1, 1, 0.0),
+            (4, 1, 1, float(1 / np.sqrt(2))),
+        ],
+        SIMILAR,
+    )
     assert_approx_df_equality(ordered(result, "movie_id"), expected, 1e-6, ignore_nullable=True)
 
 
 def test_popular_movies_use_damped_average_with_minimum_count_overall_and_per_genre(spark):
     ratings = spark.createDataFrame(
-        [(u, 1, 5.0) for u in (1, 2)] + [(u, 2, 4.0) for u in (1, 2, 3, 4)] + [(1, 3, 1.0), (2, 3, 2.0), (3, 3, 3.0)]
-        + [(1, 4, 5.0)] + [(u, 5, 4.0) for u in (5, 6, 7, 8)],
+        [(u, 1, 5.0) for u in (1, 2)]
+        + [(u, 2, 4.0) for u in (1, 2, 3, 4)]
+        + [(1, 3, 1.0), (2, 3, 2.0), (3, 3, 3.0)]
+        + [(1, 4, 5.0)]
+        + [(u, 5, 4.0) for u in (5, 6, 7, 8)],
         "user_id INT, movie_id INT, rating DOUBLE",
     )
     movies = spark.createDataFrame(
@@ -141,11 +180,20 @@ def test_popular_movies_use_damped_average_with_minimum_count_overall_and_per_ge
     result = rec.popular_movies_fn(ratings, movies, min_count=2, damping=2.0)
     mean = 53 / 14  # all 14 ratings, including movie 4's single one
     s1, s2, s3 = (10 + 2 * mean) / 4, (16 + 2 * mean) / 6, (6 + 2 * mean) / 5
-    expected = spark.createDataFrame([
-        ("All", 1, 1, 2, 5.0, s1), ("All", 2, 2, 4, 4.0, s2), ("All", 3, 5, 4, 4.0, s2), ("All", 4, 3, 3, 2.0, s3),
-        ("Comedy", 1, 2, 4, 4.0, s2), ("Comedy", 2, 5, 4, 4.0, s2), ("Comedy", 3, 3, 3, 2.0, s3),
-        ("Drama", 1, 1, 2, 5.0, s1), ("Drama", 2, 2, 4, 4.0, s2),
-    ], POPULAR)  # movie 4 (one rating) is below min_count; 2 and 5 tie: lower id first
+    expected = spark.createDataFrame(
+        [
+            ("All", 1, 1, 2, 5.0, s1),
+            ("All", 2, 2, 4, 4.0, s2),
+            ("All", 3, 5, 4, 4.0, s2),
+            ("All", 4, 3, 3, 2.0, s3),
+            ("Comedy", 1, 2, 4, 4.0, s2),
+            ("Comedy", 2, 5, 4, 4.0, s2),
+            ("Comedy", 3, 3, 3, 2.0, s3),
+            ("Drama", 1, 1, 2, 5.0, s1),
+            ("Drama", 2, 2, 4, 4.0, s2),
+        ],
+        POPULAR,
+    )  # movie 4 (one rating) is below min_count; 2 and 5 tie: lower id first
     assert_approx_df_equality(ordered(result, "genre", "rank"), expected, 1e-9, ignore_nullable=True)
 
 
@@ -167,13 +215,24 @@ def _train_tiny(spark, namespace, storage, ratings_rows, run_id="run1"):
     from pyspark.ml.recommendation import ALS
 
     df = spark.createDataFrame([(u, m, r) for u, m, r, _ in ratings_rows], "user_id INT, movie_id INT, rating DOUBLE")
-    model = ALS(userCol="user_id", itemCol="movie_id", ratingCol="rating", implicitPrefs=True, rank=3,
-                maxIter=3, regParam=0.1, seed=1, coldStartStrategy="drop").fit(df)
-    path = models.model_dir(storage, run_id, "ranking")
+    model = ALS(
+        userCol="user_id",
+        itemCol="movie_id",
+        ratingCol="rating",
+        implicitPrefs=True,
+        rank=3,
+        maxIter=3,
+        regParam=0.1,
+        seed=1,
+        coldStartStrategy="drop",
+    ).fit(df)
+    path = models.model_dir(storage, run_id, "serving")
     model.save(str(path))
     now = dt.datetime(2020, 1, 2)
-    run = spark.createDataFrame([(run_id, "benchmark", "succeeded", now, now)],
-                                "run_id STRING, protocol STRING, status STRING, started_at TIMESTAMP, finished_at TIMESTAMP")
+    run = spark.createDataFrame(
+        [(run_id, "benchmark", "succeeded", now, now)],
+        "run_id STRING, protocol STRING, status STRING, started_at TIMESTAMP, finished_at TIMESTAMP",
+    )
     for c in models.TRAINING_RUNS.column_names:
         if c not in run.columns:
             run = run.withColumn(c, F.lit(None))
@@ -216,9 +275,10 @@ def test_recommend_writes_top_n_for_active_users_excluding_rated_movies(spark, n
 
 def test_recommend_rejects_bad_input_and_leaves_tables_unchanged(spark, namespace, storage):
     _land_tiny(spark, namespace)
-    previous = spark.createDataFrame([(1, 1, 3, 0.5, "run0", dt.datetime(2020, 1, 1))],
-                                     "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, "
-                                     "generated_at TIMESTAMP")
+    previous = spark.createDataFrame(
+        [(1, 1, 3, 0.5, "run0", dt.datetime(2020, 1, 1))],
+        "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, generated_at TIMESTAMP",
+    )
     tables.overwrite(spark, namespace, rec.USER_RECOMMENDATIONS, previous)
     version = tables.table_version(spark, namespace, "user_recommendations")
     for bad in (0, 101):
@@ -231,14 +291,15 @@ def test_recommend_rejects_bad_input_and_leaves_tables_unchanged(spark, namespac
     assert tables.table_version(spark, namespace, "user_recommendations") == version
 
 
-def test_failure_mid_write_leaves_previous_recommendations_readable_and_unchanged(spark, namespace, storage,
-                                                                                   monkeypatch):
+def test_failure_mid_write_leaves_previous_recommendations_readable_and_unchanged(
+    spark, namespace, storage, monkeypatch
+):
     rows = _land_tiny(spark, namespace)
     _train_tiny(spark, namespace, storage, rows)
-    previous = spark.createDataFrame([(1, 1, 5, 0.5, "run0", dt.datetime(2020, 1, 1)),
-                                      (5, 1, 3, 0.4, "run0", dt.datetime(2020, 1, 1))],
-                                     "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, "
-                                     "generated_at TIMESTAMP")
+    previous = spark.createDataFrame(
+        [(1, 1, 5, 0.5, "run0", dt.datetime(2020, 1, 1)), (5, 1, 3, 0.4, "run0", dt.datetime(2020, 1, 1))],
+        "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, generated_at TIMESTAMP",
+    )
     tables.overwrite(spark, namespace, rec.USER_RECOMMENDATIONS, previous)  # an earlier run's table
     name = namespace.table("user_recommendations")
     before = spark.table(name).orderBy("user_id", "rank").collect()

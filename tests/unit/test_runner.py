@@ -4,29 +4,28 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from movielens_als.runner import (
+from movielens_als.bundle_config import (
     BundleError,
     Resolver,
     apply_overrides,
     find_bundle_root,
-    format_metrics,
-    format_recommendations,
     load_bundle,
     merge,
-    new_run_id,
     plan_job,
-    run_job,
     substitute,
-    summary_lines,
     target_config,
     topological_order,
 )
+from movielens_als.ids import new_run_id
+from movielens_als.models import validate_run_id
+from movielens_als.run_summary import format_metrics, format_recommendations, summary_lines
+from movielens_als.runner import run_job
 from tests.fixtures import write_ml100k
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,8 +35,11 @@ def write_bundle(root: Path, jobs: dict, variables: dict | None = None, targets:
     """A minimal bundle on disk: databricks.yml including bundle/*.yml and resources/*.yml."""
     (root / "bundle").mkdir(parents=True)
     (root / "resources").mkdir()
-    top = {"bundle": {"name": "mini"}, "include": ["bundle/*.yml", "resources/*.yml"],
-           "targets": {"dev": {"mode": "development", "default": True}, **(targets or {})}}
+    top = {
+        "bundle": {"name": "mini"},
+        "include": ["bundle/*.yml", "resources/*.yml"],
+        "targets": {"dev": {"mode": "development", "default": True}, **(targets or {})},
+    }
     (root / "databricks.yml").write_text(yaml.safe_dump(top))
     (root / "bundle/variables.yml").write_text(yaml.safe_dump({"variables": variables or {}}))
     (root / "resources/job.yml").write_text(yaml.safe_dump({"resources": {"jobs": jobs}}))
@@ -49,8 +51,10 @@ def var(default) -> dict:
 
 
 def wheel_task(key: str, params: list[str], depends: tuple[str, ...] = ()) -> dict:
-    task = {"task_key": key, "python_wheel_task": {
-        "package_name": "movielens-als", "entry_point": "movielens-als", "parameters": params}}
+    task = {
+        "task_key": key,
+        "python_wheel_task": {"package_name": "movielens-als", "entry_point": "movielens-als", "parameters": params},
+    }
     if depends:
         task["depends_on"] = [{"task_key": d} for d in depends]
     return task
@@ -71,9 +75,17 @@ def test_merge_combines_mappings_merges_tasks_by_key_and_appends_other_lists():
 
 def test_target_config_applies_target_variables_and_resources(tmp_path):
     root = write_bundle(
-        tmp_path, {"j": {"name": "j", "max_concurrent_runs": 1}}, variables={"size": var("100k")},
-        targets={"prod": {"mode": "production", "variables": {"size": "25m"},
-                          "resources": {"jobs": {"j": {"max_concurrent_runs": 2}}}}})
+        tmp_path,
+        {"j": {"name": "j", "max_concurrent_runs": 1}},
+        variables={"size": var("100k")},
+        targets={
+            "prod": {
+                "mode": "production",
+                "variables": {"size": "25m"},
+                "resources": {"jobs": {"j": {"max_concurrent_runs": 2}}},
+            }
+        },
+    )
     config = load_bundle(root)
     prod = target_config(config, "prod")
     assert prod["variables"]["size"] == {"description": "a variable", "default": "25m"}
@@ -92,13 +104,17 @@ def test_find_bundle_root_walks_up_from_a_subfolder():
 
 
 def config_with(variables: dict) -> dict:
-    return {"bundle": {"name": "b"}, "variables": variables,
-            "resources": {"schemas": {"s": {"name": "${var.schema}"}}}}
+    return {"bundle": {"name": "b"}, "variables": variables, "resources": {"schemas": {"s": {"name": "${var.schema}"}}}}
 
 
 def test_resolver_follows_variable_chains_resource_references_and_current_user():
-    config = config_with({"schema": {"default": "ml_${var.env}"}, "env": {"default": "dev"},
-                          "mail": {"default": "${workspace.current_user.userName}"}})
+    config = config_with(
+        {
+            "schema": {"default": "ml_${var.env}"},
+            "env": {"default": "dev"},
+            "mail": {"default": "${workspace.current_user.userName}"},
+        }
+    )
     r = Resolver(config, env={}, user="Ada.Lovelace@example.com", target="dev")
     assert r.resolve("${resources.schemas.s.name}") == "ml_dev"
     assert r.resolve("${bundle.name}-${bundle.target}") == "b-dev"
@@ -158,17 +174,20 @@ def test_apply_overrides_sets_known_parameters_only():
 
 
 def test_topological_order_follows_depends_on_not_file_order():
-    tasks = [{"task_key": "c", "depends_on": [{"task_key": "b"}]},
-             {"task_key": "a"},
-             {"task_key": "b", "depends_on": [{"task_key": "a"}]},
-             {"task_key": "d", "depends_on": [{"task_key": "a"}]}]
+    tasks = [
+        {"task_key": "c", "depends_on": [{"task_key": "b"}]},
+        {"task_key": "a"},
+        {"task_key": "b", "depends_on": [{"task_key": "a"}]},
+        {"task_key": "d", "depends_on": [{"task_key": "a"}]},
+    ]
     assert [t["task_key"] for t in topological_order(tasks)] == ["a", "b", "c", "d"]
 
 
 def test_topological_order_rejects_cycles_unknown_and_duplicate_tasks():
     with pytest.raises(BundleError, match="circular depends_on among tasks: a, b"):
-        topological_order([{"task_key": "a", "depends_on": [{"task_key": "b"}]},
-                           {"task_key": "b", "depends_on": [{"task_key": "a"}]}])
+        topological_order(
+            [{"task_key": "a", "depends_on": [{"task_key": "b"}]}, {"task_key": "b", "depends_on": [{"task_key": "a"}]}]
+        )
     with pytest.raises(BundleError, match="unknown task 'x'"):
         topological_order([{"task_key": "a", "depends_on": [{"task_key": "x"}]}])
     with pytest.raises(BundleError, match="duplicate task_key 'a'"):
@@ -176,9 +195,7 @@ def test_topological_order_rejects_cycles_unknown_and_duplicate_tasks():
 
 
 def test_new_run_id_is_a_valid_training_run_id():
-    from movielens_als.models import validate_run_id
-
-    run_id = new_run_id(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    run_id = new_run_id("local-", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert run_id.startswith("local-20260102T030405-")
     assert validate_run_id(run_id) == run_id
 
@@ -210,12 +227,20 @@ def test_plan_takes_target_variables_param_overrides_and_source():
 
 
 def test_plan_reads_order_and_parameters_from_the_yaml(tmp_path):
-    root = write_bundle(tmp_path, {"movielens_als": {
-        "name": "mini_job",
-        "parameters": [{"name": "schema", "default": "${var.schema}"}],
-        "tasks": [wheel_task("split", ["split", "--schema", "{{job.parameters.schema}}"], ("land",)),
-                  wheel_task("land", ["land", "--schema", "{{job.parameters.schema}}"])],
-    }}, variables={"schema": var("from_yaml")})
+    root = write_bundle(
+        tmp_path,
+        {
+            "movielens_als": {
+                "name": "mini_job",
+                "parameters": [{"name": "schema", "default": "${var.schema}"}],
+                "tasks": [
+                    wheel_task("split", ["split", "--schema", "{{job.parameters.schema}}"], ("land",)),
+                    wheel_task("land", ["land", "--schema", "{{job.parameters.schema}}"]),
+                ],
+            }
+        },
+        variables={"schema": var("from_yaml")},
+    )
     plan = plan_job(root, "local", run_id="r", env={}, user="u")
     assert [(t.key, t.argv) for t in plan.tasks] == [
         ("land", ("land", "--schema", "from_yaml")),
@@ -225,8 +250,14 @@ def test_plan_reads_order_and_parameters_from_the_yaml(tmp_path):
 
 
 def test_plan_refuses_tasks_it_cannot_run_locally(tmp_path):
-    root = write_bundle(tmp_path, {"movielens_als": {"tasks": [
-        {"task_key": "explore", "notebook_task": {"notebook_path": "../jobs/notebooks/explore.py"}}]}})
+    root = write_bundle(
+        tmp_path,
+        {
+            "movielens_als": {
+                "tasks": [{"task_key": "explore", "notebook_task": {"notebook_path": "../jobs/notebooks/explore.py"}}]
+            }
+        },
+    )
     with pytest.raises(BundleError, match="'explore' is a notebook_task"):
         plan_job(root, "local", env={}, user="u")
     with pytest.raises(BundleError, match="no job 'other'"):
@@ -252,10 +283,11 @@ def test_format_metrics_compares_each_metric_with_the_baseline():
 
 
 def test_format_recommendations_lists_titles_in_rank_order():
-    rows = [{"user_id": 2, "rank": 2, "movie_id": 9, "title": None, "score": 0.5},
-            {"user_id": 2, "rank": 1, "movie_id": 1, "title": "Toy Story (1995)", "score": 0.9}]
-    assert format_recommendations(rows) == [
-        "  user 2:", "     1. Toy Story (1995) (0.900)", "     2. movie 9 (0.500)"]
+    rows = [
+        {"user_id": 2, "rank": 2, "movie_id": 9, "title": None, "score": 0.5},
+        {"user_id": 2, "rank": 1, "movie_id": 1, "title": "Toy Story (1995)", "score": 0.9},
+    ]
+    assert format_recommendations(rows) == ["  user 2:", "     1. Toy Story (1995) (0.900)", "     2. movie 9 (0.500)"]
 
 
 # ------------------------------------------------------------------ with Spark
@@ -270,8 +302,11 @@ def test_summary_says_what_is_missing_before_evaluate_and_recommend_ran(spark, n
 def test_summary_shows_metrics_against_baseline_and_recommended_titles(spark, namespace):
     now = datetime(2026, 1, 1)
     spark.createDataFrame(
-        [("r1", "rating", "benchmark", "rmse", None, 0.9, now), ("r1", "baseline", "benchmark", "rmse", None, 1.0, now),
-         ("r0", "rating", "benchmark", "rmse", None, 5.0, now)],
+        [
+            ("r1", "rating", "benchmark", "rmse", None, 0.9, now),
+            ("r1", "baseline", "benchmark", "rmse", None, 1.0, now),
+            ("r0", "rating", "benchmark", "rmse", None, 5.0, now),
+        ],
         "run_id STRING, model STRING, protocol STRING, metric STRING, k INT, value DOUBLE, evaluated_at TIMESTAMP",
     ).write.saveAsTable(namespace.table("model_metrics"))
     spark.createDataFrame(
@@ -279,7 +314,8 @@ def test_summary_shows_metrics_against_baseline_and_recommended_titles(spark, na
         "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, generated_at TIMESTAMP",
     ).write.saveAsTable(namespace.table("user_recommendations"))
     spark.createDataFrame([(10, "Heat (1995)")], "movie_id INT, title STRING").write.saveAsTable(
-        namespace.table("movies"))
+        namespace.table("movies")
+    )
 
     lines = summary_lines(spark, namespace, "r1", users=2, per_user=2)
     text = "\n".join(lines)
@@ -292,13 +328,29 @@ def test_summary_shows_metrics_against_baseline_and_recommended_titles(spark, na
 
 def test_run_job_executes_the_bundles_land_task_and_reports_rows(spark, tmp_path, capsys):
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    land = ["land", "--catalog", "{{job.parameters.catalog}}", "--schema", "{{job.parameters.schema}}",
-            "--source", "{{job.parameters.source}}"]
-    root = write_bundle(tmp_path / "bundle", {"movielens_als": {
-        "parameters": [{"name": "catalog", "default": "${var.catalog}"},
-                       {"name": "schema", "default": "${var.schema}"}, {"name": "source", "default": ""}],
-        "tasks": [wheel_task("land", land)],
-    }}, variables={"catalog": var("main"), "schema": var(schema)})
+    land = [
+        "land",
+        "--catalog",
+        "{{job.parameters.catalog}}",
+        "--schema",
+        "{{job.parameters.schema}}",
+        "--source",
+        "{{job.parameters.source}}",
+    ]
+    root = write_bundle(
+        tmp_path / "bundle",
+        {
+            "movielens_als": {
+                "parameters": [
+                    {"name": "catalog", "default": "${var.catalog}"},
+                    {"name": "schema", "default": "${var.schema}"},
+                    {"name": "source", "default": ""},
+                ],
+                "tasks": [wheel_task("land", land)],
+            }
+        },
+        variables={"catalog": var("main"), "schema": var(schema)},
+    )
     source = write_ml100k(tmp_path / "ml-100k")
 
     code = run_job(target="local", source=str(source), home=str(tmp_path / "home"), bundle_root=str(root))
@@ -314,8 +366,10 @@ def test_run_job_executes_the_bundles_land_task_and_reports_rows(spark, tmp_path
 
 def test_run_job_stops_at_a_failing_task_and_returns_non_zero(spark, tmp_path, capsys):
     land = ["land", "--schema", f"t_{uuid.uuid4().hex[:12]}", "--source", str(tmp_path / "missing")]
-    root = write_bundle(tmp_path / "bundle", {"movielens_als": {
-        "tasks": [wheel_task("land", land), wheel_task("split", ["split"], ("land",))]}})
+    root = write_bundle(
+        tmp_path / "bundle",
+        {"movielens_als": {"tasks": [wheel_task("land", land), wheel_task("split", ["split"], ("land",))]}},
+    )
 
     code = run_job(target="local", home=str(tmp_path / "home"), bundle_root=str(root))
 

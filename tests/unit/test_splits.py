@@ -15,8 +15,12 @@ T0 = dt.datetime(2020, 1, 1)
 
 
 def _ratings(spark, n_users=12, n_items=6):
-    rows = [(u, i, float(1 + (u * i) % 5), T0 + dt.timedelta(days=u + 3 * i))
-            for u in range(1, n_users + 1) for i in range(1, n_items + 1) if (u + i) % 3 != 0]
+    rows = [
+        (u, i, float(1 + (u * i) % 5), T0 + dt.timedelta(days=u + 3 * i))
+        for u in range(1, n_users + 1)
+        for i in range(1, n_items + 1)
+        if (u + i) % 3 != 0
+    ]
     return spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP")
 
 
@@ -25,8 +29,9 @@ def test_stratified_counts_follow_round_half_even(spark):
     rows = [(u, m, 3.0, T0) for m in range(1, 5) for u in range(1, m + 1)]
     df = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP")
     out = stratified_split_fn(df, 0.75, 42, "movie_id")
-    counts = out.groupBy("movie_id").agg(F.sum((F.col("split") == "train").cast("int")).alias("train"),
-                                         F.count("*").alias("n"))
+    counts = out.groupBy("movie_id").agg(
+        F.sum((F.col("split") == "train").cast("int")).alias("train"), F.count("*").alias("n")
+    )
     expected = spark.createDataFrame([(1, 1, 1), (2, 2, 2), (3, 2, 3), (4, 3, 4)], "movie_id INT, train LONG, n LONG")
     assert_df_equality(counts, expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -35,8 +40,9 @@ def test_chrono_puts_latest_quarter_in_test(spark):
     rows = [(1, m, 4.0, T0 + dt.timedelta(days=m)) for m in range(1, 5)]
     df = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP")
     out = chrono_split_fn(df, 0.75).select("movie_id", "split")
-    expected = spark.createDataFrame([(1, "train"), (2, "train"), (3, "train"), (4, "test")],
-                                     "movie_id INT, split STRING")
+    expected = spark.createDataFrame(
+        [(1, "train"), (2, "train"), (3, "train"), (4, "test")], "movie_id INT, split STRING"
+    )
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
 
 
@@ -56,9 +62,15 @@ def test_split_is_a_deterministic_partition(spark, protocol):
 def test_benchmark_ratio_per_movie_and_validation_from_train(spark):
     ratings = _ratings(spark, n_users=20, n_items=4)
     out = split_fn(ratings, "benchmark")
-    per_movie = out.groupBy("movie_id").agg(
-        F.count("*").alias("n"), F.sum((F.col("split") == "test").cast("int")).alias("test"),
-        F.sum((F.col("split") == "validation").cast("int")).alias("validation")).collect()
+    per_movie = (
+        out.groupBy("movie_id")
+        .agg(
+            F.count("*").alias("n"),
+            F.sum((F.col("split") == "test").cast("int")).alias("test"),
+            F.sum((F.col("split") == "validation").cast("int")).alias("validation"),
+        )
+        .collect()
+    )
     for r in per_movie:
         train_n = r["n"] - r["test"]
         assert train_n == round(0.75 * r["n"])

@@ -67,7 +67,7 @@ def titles(spark, namespace):
 
 
 def test_run_sql_resolves_unqualified_names_in_the_namespace_as_a_table(spark, titles):
-    out = run_sql(spark, titles, "SELECT movie_id, title, genres, score FROM titles ORDER BY movie_id")
+    out = run_sql(spark, titles, "SELECT movie_id, title, genres, score FROM titles ORDER BY movie_id").text
     assert out.splitlines() == [
         "movie_id | title                 | genres              |  score",
         "---------+-----------------------+---------------------+-------",
@@ -78,8 +78,9 @@ def test_run_sql_resolves_unqualified_names_in_the_namespace_as_a_table(spark, t
 
 
 def test_run_sql_substitutes_placeholders_and_prints_json_lines(spark, titles):
-    out = run_sql(spark, titles, "SELECT movie_id, genres, score FROM {catalog}.{schema}.titles ORDER BY movie_id",
-                  fmt="json")
+    out = run_sql(
+        spark, titles, "SELECT movie_id, genres, score FROM {catalog}.{schema}.titles ORDER BY movie_id", fmt="json"
+    ).text
     assert [json.loads(line) for line in out.splitlines()] == [
         {"movie_id": 1, "genres": ["Animation", "Comedy"], "score": 4.25},
         {"movie_id": 2, "genres": ["Action"], "score": None},
@@ -87,17 +88,17 @@ def test_run_sql_substitutes_placeholders_and_prints_json_lines(spark, titles):
 
 
 def test_run_sql_prints_csv_with_quoting_and_limit(spark, titles):
-    out = run_sql(spark, titles, "SELECT movie_id, title FROM titles ORDER BY movie_id DESC", fmt="csv", limit=1)
+    out = run_sql(spark, titles, "SELECT movie_id, title FROM titles ORDER BY movie_id DESC", fmt="csv", limit=1).text
     assert list(csv.reader(io.StringIO(out))) == [["movie_id", "title"], ["2", "GoldenEye, The (1995)"]]
 
 
 def test_run_sql_reports_a_bad_query_as_one_line_error(spark, titles):
     with pytest.raises(MovieLensAlsError, match=r"^SQL failed: \[TABLE_OR_VIEW_NOT_FOUND\][^\n]*$"):
-        run_sql(spark, titles, "SELECT * FROM no_such_table")
+        run_sql(spark, titles, "SELECT * FROM no_such_table").text
 
 
 def test_run_sql_rejects_unknown_format_and_missing_schema(spark, titles):
     with pytest.raises(MovieLensAlsError, match="invalid format 'xml'"):
-        run_sql(spark, titles, "SELECT 1", fmt="xml")
+        run_sql(spark, titles, "SELECT 1", fmt="xml").text
     with pytest.raises(MovieLensAlsError, match="does not exist"):
-        run_sql(spark, Namespace("spark_catalog", "no_such_schema_here"), "SELECT 1")
+        run_sql(spark, Namespace("spark_catalog", "no_such_schema_here"), "SELECT 1").text

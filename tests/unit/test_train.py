@@ -10,19 +10,15 @@ from chispa import assert_approx_df_equality
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.splits import split
-from movielens_als.train import (
-    Blend,
-    blend_weights_fn,
-    fit_bias_baseline,
-    fit_rating_model,
-    parse_grid,
-    predict_ratings_fn,
-    train,
-    tuning_frames,
-)
+from movielens_als.grid import parse_grid
+from movielens_als.rating_model import Blend, blend_weights_fn, fit_bias_baseline, fit_rating_model, predict_ratings_fn
+from movielens_als.train import train, tuning_frames
 
-TINY_GRID = {"rating": {"rank": [2], "reg_param": [0.1], "max_iter": [2], "passes": [1]},
-             "ranking": {"rank": [2], "reg_param": [0.1, 1.0], "alpha": [1.0], "max_iter": [2]}, "k": 3}
+TINY_GRID = {
+    "rating": {"rank": [2], "reg_param": [0.1], "max_iter": [2], "passes": [1]},
+    "ranking": {"rank": [2], "reg_param": [0.1, 1.0], "alpha": [1.0], "max_iter": [2]},
+    "k": 3,
+}
 
 
 def test_bias_baseline_one_iteration_hand_computed(spark):
@@ -41,13 +37,16 @@ def test_bias_baseline_one_iteration_hand_computed(spark):
     # Predictions: unknown ids get 0 bias; clipped to the observed scale [3, 5].
     query = spark.createDataFrame([(1, 10), (9, 99)], "user_id INT, movie_id INT")
     pred = predict_ratings_fn(b, None, query).select("user_id", "movie_id", "prediction")
-    expected = spark.createDataFrame([(1, 10, mu + b1 + b10), (9, 99, mu)], "user_id INT, movie_id INT, prediction DOUBLE")
+    expected = spark.createDataFrame(
+        [(1, 10, mu + b1 + b10), (9, 99, mu)], "user_id INT, movie_id INT, prediction DOUBLE"
+    )
     assert_approx_df_equality(pred, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_bias_baseline_with_offset_explains_what_the_offset_leaves(spark):
-    df = spark.createDataFrame([(1, 10, 5.0, 1.0), (1, 20, 3.0, -1.0), (2, 10, 4.0, 0.5)],
-                               "user_id INT, movie_id INT, rating DOUBLE, f DOUBLE")
+    df = spark.createDataFrame(
+        [(1, 10, 5.0, 1.0), (1, 20, 3.0, -1.0), (2, 10, 4.0, 0.5)], "user_id INT, movie_id INT, rating DOUBLE, f DOUBLE"
+    )
     b = fit_bias_baseline(df, reg_user=1.0, reg_item=1.0, iterations=1, offset="f")
     # targets r - f = 4, 4, 3.5: mu = 11.5 / 3; the rating scale still comes from the ratings
     mu = 11.5 / 3
@@ -65,8 +64,9 @@ def test_second_pass_refits_biases_on_what_the_first_pass_factors_leave(spark):
     factors = first.transform(df).withColumnRenamed("prediction", "f")
     expected = fit_bias_baseline(factors, 2.0, 2.0, offset="f")
     assert second_baseline.global_mean == pytest.approx(expected.global_mean)
-    assert_approx_df_equality(second_baseline.user_bias, expected.user_bias, 1e-6, ignore_row_order=True,
-                              ignore_nullable=True)
+    assert_approx_df_equality(
+        second_baseline.user_bias, expected.user_bias, 1e-6, ignore_row_order=True, ignore_nullable=True
+    )
 
 
 def test_blend_weights_recover_an_exact_linear_blend_and_shrink_on_tiny_data(spark):
@@ -83,10 +83,14 @@ def test_blend_weights_recover_an_exact_linear_blend_and_shrink_on_tiny_data(spa
 def test_parse_grid_defaults_and_errors():
     g = parse_grid(json.dumps({"ranking": {"rank": 8}}))
     assert g["ranking"]["rank"] == [8] and g["rating"]["rank"] and g["k"] == 10
-    for bad, message in [("{", "not valid JSON"), ('{"x": 1}', "unknown keys"),
-                         ('{"ranking": {"rank": [0]}}', ">= 1"), ('{"ranking": {"rank": [1.5]}}', "ints"),
-                         ('{"ranking": {"implicit_value": ["x"]}}', "implicit_value"),
-                         ('{"rating": {"alpha": [1]}}', "unknown rating parameters")]:
+    for bad, message in [
+        ("{", "not valid JSON"),
+        ('{"x": 1}', "unknown keys"),
+        ('{"ranking": {"rank": [0]}}', ">= 1"),
+        ('{"ranking": {"rank": [1.5]}}', "ints"),
+        ('{"ranking": {"implicit_value": ["x"]}}', "implicit_value"),
+        ('{"rating": {"alpha": [1]}}', "unknown rating parameters"),
+    ]:
         with pytest.raises(MovieLensAlsError, match=message):
             parse_grid(bad)
 
@@ -120,15 +124,21 @@ def test_train_ignores_test_rows_and_records_the_run(spark, namespace, storage):
     runs = {r["run_id"]: r for r in spark.table(namespace.table("training_runs")).collect()}
     assert set(runs) == {"run_a", "run_b"}
     assert all(r["status"] == "succeeded" for r in runs.values())
-    def scores(run):  # wall-clock seconds differ between runs; scores may differ only in float summation order
-        return [{k: round(v, 9) if isinstance(v, float) else v for k, v in m.items() if k != "seconds"}
-                for m in json.loads(run["validation_metrics"])]
+
+    def rounded(value):  # scores may differ only in float summation order
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        return round(value, 9) if isinstance(value, float) else value
+
+    def scores(run):  # wall-clock seconds differ between runs
+        return [rounded({k: v for k, v in m.items() if k != "seconds"}) for m in json.loads(run["validation_metrics"])]
 
     assert scores(runs["run_a"]) == scores(runs["run_b"])
     assert runs["run_a"]["ranking_hyperparams"] == runs["run_b"]["ranking_hyperparams"]
     assert first.details["validation_rmse"] == pytest.approx(second.details["validation_rmse"], abs=1e-9)
     assert runs["run_a"]["ratings_version"] is not None
-    assert set(json.loads(runs["run_a"]["timings"])) == {"tune_rating", "tune_ranking", "blend", "refit", "save"}
+    assert set(json.loads(runs["run_a"]["timings"])) == {
+        "tune_rating", "tune_ranking", "blend", "refit", "serving_refit", "save"}
     assert len(json.loads(runs["run_a"]["validation_metrics"])) == 1 + 1 + 1 + 2  # bias, rating ALS, blend, 2 ranking
     with pytest.raises(MovieLensAlsError, match="already exists"):
         train(spark, namespace, storage, run_id="run_a", grid=TINY_GRID)

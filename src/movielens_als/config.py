@@ -1,0 +1,161 @@
+"""Every task option once: its flag, default, choices and help, as frozen dataclasses.
+
+The CLI's argparse flags are built from these fields, task functions take their keyword defaults
+from the instances below, and ``tests/unit/test_config.py`` fails when a bundle variable or job
+parameter disagrees with them. A field's ``variable`` names the bundle variable that sets it on a
+deploy (``bundle/variables.yml``), so deploy-time values have one source too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from movielens_als.sources import SIZES
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    variable: str | None = None,
+    kind: type | None = None,
+    positional: bool = False,
+) -> Any:
+    """A dataclass field carrying what the command line and the bundle need to know about it."""
+    meta = {"help": help, "choices": choices, "variable": variable, "kind": kind, "positional": positional}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a protocol splits ratings: ``kind`` stratified | random | chrono, grouped ``by`` a column."""
+
+    name: str
+    kind: str
+    default_seed: int | None
+    by: str | None = None
+
+
+PROTOCOLS = {
+    "benchmark": Protocol("benchmark", "stratified", 42, "movie_id"),
+    "quickstart": Protocol("quickstart", "random", 123),
+    "chrono": Protocol("chrono", "chrono", None, "user_id"),
+}
+SQL_FORMATS = ("table", "json", "csv")
+
+
+@dataclass(frozen=True)
+class Common:
+    catalog: str = option(
+        os.environ.get("MOVIELENS_ALS_CATALOG", "spark_catalog"), "Unity Catalog catalog (locally: spark_catalog)"
+    )
+    schema: str = option(os.environ.get("MOVIELENS_ALS_SCHEMA", "movielens"), "schema holding the tables")
+    volume: str = option(
+        os.environ.get("MOVIELENS_ALS_VOLUME", "files"), "UC volume for raw archives, models and reports"
+    )
+    home: str | None = option(None, "local lakehouse home (env MOVIELENS_ALS_HOME, default ./.lakehouse)")
+
+
+@dataclass(frozen=True)
+class Land:
+    source: str | None = option(
+        None, "URL, local .zip or extracted folder (default: the GroupLens URL for --size)", variable="source"
+    )
+    size: str = option("100k", "MovieLens release to download", choices=tuple(SIZES), variable="dataset_size")
+    max_quarantine_fraction: float = option(
+        0.01,
+        "fail, keeping the good tables, when more than this fraction of rows is quarantined",
+        variable="max_quarantine_fraction",
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    protocol: str = option("benchmark", "split protocol", choices=tuple(PROTOCOLS), variable="protocol")
+    seed: int | None = option(None, "random seed (default: the protocol's)", kind=int)
+
+
+@dataclass(frozen=True)
+class Train:
+    protocol: str = option("benchmark", "split protocol trained on", choices=tuple(PROTOCOLS), variable="protocol")
+    run_id: str | None = option(None, "id for this training run (default: generated)")
+    grid: str | None = option(None, "hyperparameter grid as JSON (default: the built-in grid)", variable="als_grid")
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    run_id: str | None = option(None, "training run to evaluate (default: the latest successful one)")
+    k: int = option(10, "cut-off for ranking metrics", variable="k")
+    diversity_users: int = option(
+        1000, "users sampled for diversity and serendipity (exact up to this many)", variable="diversity_users"
+    )
+
+
+@dataclass(frozen=True)
+class Recommend:
+    run_id: str | None = option(None, "training run to recommend from (default: the latest successful one)")
+    top_n: int = option(10, "recommendations per user (1-100)", variable="top_n")
+    min_ratings: int = option(5, "users with fewer ratings get the popular fallback", variable="min_ratings")
+    popular_min_count: int = option(
+        20, "ratings a movie needs to be popular or suggested as similar", variable="popular_min_count"
+    )
+    popular_damping: float = option(
+        25.0, "pseudo-ratings at the global mean in the damped popularity average", variable="popular_damping"
+    )
+    block_size: int = option(
+        4096, "users or movies per scoring block of the top-k (memory per task)", variable="block_size"
+    )
+
+
+@dataclass(frozen=True)
+class Publish:
+    sql_dir: str | None = option(None, "folder of view SQL files (default: the packaged copy)")
+
+
+@dataclass(frozen=True)
+class Sql:
+    query: str = option(MISSING, "SQL text; {catalog} and {schema} are replaced by the flags' values", positional=True)
+    format: str = option("table", "output format", choices=SQL_FORMATS)
+    limit: int | None = option(
+        None, "most rows printed (default: 1000 for table, every row for json and csv)", kind=int
+    )
+
+
+@dataclass(frozen=True)
+class Synth:
+    out: str = option(MISSING, "folder to write ratings.csv and movies.csv into")
+    ratings: int = option(1_000_000, "ratings to generate", kind=int)
+    seed: int = option(0, "random seed", kind=int)
+
+
+LAND, SPLIT, TRAIN, EVALUATE, RECOMMEND = Land(), Split(), Train(), Evaluate(), Recommend()
+TABLE_LIMIT = 1000  # rows `sql --format table` prints when --limit is not given
+
+# Subcommand -> (help, option groups). Task commands take the common namespace options too.
+COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "land": ("land MovieLens from GroupLens, a .zip or a folder into Delta tables", (Common, Land)),
+    "split": ("deterministic train/validation/test splits kept as a Delta table", (Common, Split)),
+    "train": ("tune on validation and train the rating and ranking ALS models", (Common, Train)),
+    "evaluate": ("evaluate a training run and the quick-start baseline on the test split", (Common, Evaluate)),
+    "recommend": ("top-N per user, cold-start fallback and similar movies", (Common, Recommend)),
+    "publish": ("create the SQL views from jobs/sql", (Common, Publish)),
+    "sql": ("run SQL against the lakehouse, as on Databricks", (Common, Sql)),
+    "synth": ("write a MovieLens-shaped synthetic csv release (ml-25m's shape, scaled to --ratings)", (Synth,)),
+}
+
+
+def variables() -> dict[str, Any]:
+    """Bundle variable name -> the default this package uses for it."""
+    out = {}
+    for group in (Land, Split, Train, Evaluate, Recommend):
+        for f in fields(group):
+            if f.metadata.get("variable"):
+                out[f.metadata["variable"]] = f.default
+    return out
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
