@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.models import load_ranking_model, load_rating_model, model_dir, resolve_run_id
 from movielens_als.names import Namespace
-from movielens_als.splits import split
 from movielens_als.rating_model import predict_ratings_fn
+from movielens_als.splits import split
 from movielens_als.train import train
 
 GRID = {

@@ -94,11 +94,11 @@ def test_run_sql_prints_csv_with_quoting_and_limit(spark, titles):
 
 def test_run_sql_reports_a_bad_query_as_one_line_error(spark, titles):
     with pytest.raises(MovieLensAlsError, match=r"^SQL failed: \[TABLE_OR_VIEW_NOT_FOUND\][^\n]*$"):
-        run_sql(spark, titles, "SELECT * FROM no_such_table").text
+        run_sql(spark, titles, "SELECT * FROM no_such_table")
 
 
 def test_run_sql_rejects_unknown_format_and_missing_schema(spark, titles):
     with pytest.raises(MovieLensAlsError, match="invalid format 'xml'"):
-        run_sql(spark, titles, "SELECT 1", fmt="xml").text
+        run_sql(spark, titles, "SELECT 1", fmt="xml")
     with pytest.raises(MovieLensAlsError, match="does not exist"):
-        run_sql(spark, Namespace("spark_catalog", "no_such_schema_here"), "SELECT 1").text
+        run_sql(spark, Namespace("spark_catalog", "no_such_schema_here"), "SELECT 1")

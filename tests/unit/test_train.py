@@ -9,9 +9,9 @@ import pytest
 from chispa import assert_approx_df_equality
 
 from movielens_als.errors import MovieLensAlsError
-from movielens_als.splits import split
 from movielens_als.grid import parse_grid
 from movielens_als.rating_model import Blend, blend_weights_fn, fit_bias_baseline, fit_rating_model, predict_ratings_fn
+from movielens_als.splits import split
 from movielens_als.train import train, tuning_frames
 
 TINY_GRID = {
@@ -138,7 +138,13 @@ def test_train_ignores_test_rows_and_records_the_run(spark, namespace, storage):
     assert first.details["validation_rmse"] == pytest.approx(second.details["validation_rmse"], abs=1e-9)
     assert runs["run_a"]["ratings_version"] is not None
     assert set(json.loads(runs["run_a"]["timings"])) == {
-        "tune_rating", "tune_ranking", "blend", "refit", "serving_refit", "save"}
+        "tune_rating",
+        "tune_ranking",
+        "blend",
+        "refit",
+        "serving_refit",
+        "save",
+    }
     assert len(json.loads(runs["run_a"]["validation_metrics"])) == 1 + 1 + 1 + 2  # bias, rating ALS, blend, 2 ranking
     with pytest.raises(MovieLensAlsError, match="already exists"):
         train(spark, namespace, storage, run_id="run_a", grid=TINY_GRID)
