@@ -121,14 +121,20 @@ def _connect_session(remote: str, home: Path, app_name: str) -> SparkSession:
     # pyspark's own local server (builder.remote("local")) always listens on 15002: two processes
     # on one machine would share it, and the second would write into the first one's lakehouse.
     os.environ.setdefault("SPARK_CONNECT_AUTHENTICATE_TOKEN", uuid.uuid4().hex)
-    (
-        _builder(home, cores, app_name)
-        .config("spark.plugins", CONNECT_PLUGIN)
-        .config("spark.connect.grpc.binding.port", str(port))
-        .config("spark.sql.artifact.isolation.enabled", "true")
-        .config("spark.sql.artifact.isolation.alwaysApplyClassloader", "true")
-        .getOrCreate()
-    )
+    # The classic builder refuses to start while SPARK_REMOTE is set; pyspark's own launcher hides it too.
+    saved = os.environ.pop(REMOTE_ENV, None)
+    try:
+        (
+            _builder(home, cores, app_name)
+            .config("spark.plugins", CONNECT_PLUGIN)
+            .config("spark.connect.grpc.binding.port", str(port))
+            .config("spark.sql.artifact.isolation.enabled", "true")
+            .config("spark.sql.artifact.isolation.alwaysApplyClassloader", "true")
+            .getOrCreate()
+        )
+    finally:
+        if saved is not None:
+            os.environ[REMOTE_ENV] = saved
     # pyspark.ml and delta dispatch to their Connect implementations on this flag.
     os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
     return ConnectSession.builder.remote(f"sc://localhost:{port}").getOrCreate()
