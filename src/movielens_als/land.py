@@ -19,9 +19,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from movielens_als import ingest, tables
+from movielens_als import staging, tables, validation
 from movielens_als.errors import LandingError, QuarantineThresholdError
 from movielens_als.ids import new_run_id, utc_now
+from movielens_als.layouts import GENRES_100K, detect_layout
 from movielens_als.names import Namespace
 from movielens_als.sources import GROUPLENS_BASE_URL, resolve_source
 from movielens_als.tables import Column, TableSpec
@@ -112,7 +113,7 @@ def land(
     landing = storage / "landing"
     src = resolve_source(source, size, landing, base_url=base_url)
     members = src.members()
-    layout = ingest.detect_layout(members, src.origin)
+    layout = detect_layout(members, src.origin)
     checksum = src.checksum()
 
     stage_dir = landing / "staged" / checksum[:16]
@@ -122,13 +123,18 @@ def land(
         if fmt is None or fmt.name not in members:
             continue
         out = stage_dir / f"{fmt.name}.parquet"
-        lines += ingest.stage_file(src, members[fmt.name], fmt, out)
-        staged[role] = spark.read.parquet(str(out))
-    genre_names = ingest.read_genre_names(src, members) if layout.name == "100k" else ingest.GENRES_100K
+        if role == "ratings":  # grows with the release: Spark reads it in parallel
+            path = staging.local_copy(src, members[fmt.name], stage_dir / "extracted")
+            result = staging.stage_lines(spark, path, members[fmt.name], fmt, out)
+        else:
+            result = staging.stage_file(src, members[fmt.name], fmt, out)
+        lines += result.lines
+        staged[role] = spark.read.parquet(str(result.path))
+    genre_names = staging.read_genre_names(src, members) if layout.name == "100k" else GENRES_100K
 
-    movies, bad_movies = ingest.movies_fn(staged["movies"], layout, genre_names)
-    users, bad_users = ingest.users_fn(staged["users"], layout) if "users" in staged else (None, None)
-    ratings, bad_ratings, superseded = ingest.ratings_fn(staged["ratings"], layout, movies, users)
+    movies, bad_movies = validation.movies_fn(staged["movies"], layout, genre_names)
+    users, bad_users = validation.users_fn(staged["users"], layout) if "users" in staged else (None, None)
+    ratings, bad_ratings, superseded = validation.ratings_fn(staged["ratings"], layout, movies, users)
 
     rejected = bad_movies.unionByName(bad_ratings)
     if bad_users is not None:
