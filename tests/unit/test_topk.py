@@ -59,16 +59,16 @@ def test_blocked_top_k_matches_brute_force_across_blocks_steps_and_long_historie
     seen |= {(u, i * 7) for u in (3, 290) for i in range(1, n_items - 1)}
     seen |= {(7, i * 7) for i in range(1, n_items + 1)}
     excluded = spark.createDataFrame(sorted(seen), "left_id INT, right_id INT")
-    expected = spark.createDataFrame(brute_force(users, items, seen, k), RANKED)
-    for block_size in (1000, 8):  # one block pair; many block pairs merged by the window
-        result = top_k_fn(
-            spark.createDataFrame(users, FACTORS),
-            spark.createDataFrame(items, FACTORS),
-            k,
-            excluded=excluded,
-            block_size=block_size,
-        )
-        assert_approx_df_equality(result.orderBy("left_id", "rank"), expected, 1e-9, ignore_nullable=True)
+    left, right = spark.createDataFrame(users, FACTORS), spark.createDataFrame(items, FACTORS)
+    result = top_k_fn(left, right, k, excluded=excluded, block_size=1000)  # one block pair, several steps
+    expected = brute_force(users, items, seen, k)
+    assert_approx_df_equality(
+        result.orderBy("left_id", "rank"), spark.createDataFrame(expected, RANKED), 1e-9, ignore_nullable=True
+    )
+    # Blocks of 8: 3 x 3 block pairs for the first 20 users, merged across right blocks by the window.
+    few = result.sparkSession.createDataFrame([r for r in expected if r[0] <= 20], RANKED)
+    merged = top_k_fn(left.where("id <= 20"), right, k, excluded=excluded, block_size=8)
+    assert_approx_df_equality(merged.orderBy("left_id", "rank"), few, 1e-9, ignore_nullable=True)
     assert result.where("left_id = 7").count() == 0
     assert 0 < result.where("left_id = 3").count() <= 2
 
