@@ -9,7 +9,7 @@ MOVIELENS_100K ?=
 SOURCE := $(if $(MOVIELENS_100K),--source $(MOVIELENS_100K),)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit install check-java benchmark wheel clean
+.PHONY: run test test-unit lint format install check-java benchmark bench-scale bench-loop wheel clean
 
 run: install
 	$(BIN)/movielens-als run $(SOURCE)
@@ -20,8 +20,24 @@ test: install
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: install
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
 benchmark: install
 	$(BIN)/python benchmarks/als_ml100k.py
+
+# SIZES=1m,5m picks a subset of 1m,5m,25m.
+SIZES ?= 1m,5m,25m
+bench-scale: install
+	$(BIN)/python benchmarks/scale.py --sizes $(SIZES)
+
+bench-loop: install
+	$(BIN)/python benchmarks/local_loop.py
 
 wheel: install
 	$(BIN)/python -m build --wheel --outdir dist .

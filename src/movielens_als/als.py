@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from movielens_als.columns import ITEM, USER
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.spark import conf_value
 
 CHECKPOINT_INTERVAL = 5
 PARALLELISM_CONF = "spark.default.parallelism"
@@ -25,7 +26,7 @@ DEFAULT_BLOCKS = 10  # Spark's own default, where the session does not say how p
 
 def als_blocks(spark: SparkSession) -> int:
     """User and item blocks: one per core of a local session; Spark's default elsewhere."""
-    value = spark.conf.get(PARALLELISM_CONF, None)
+    value = conf_value(spark, PARALLELISM_CONF)
     return int(value) if value and value.isdigit() else DEFAULT_BLOCKS
 
 

@@ -1,8 +1,9 @@
 """Evaluate a training run on its protocol's test split, beside the recommenders quick-start baseline.
 
-Three models are scored in the same run: ``rating`` (bias + residual ALS, blended), ``ranking``
-(implicit ALS) and ``baseline``, the recommenders quick-start configuration (explicit ALS rank 10,
-maxIter 15, regParam 0.05, seed 42) fitted on the same train rows, so every run shows its gain.
+Four models are scored in the same run: ``rating`` (bias + residual ALS, blended), ``ranking``
+(implicit ALS), ``baseline``, the recommenders quick-start configuration (explicit ALS rank 10,
+maxIter 15, regParam 0.05, seed 42) fitted on the same train rows, and ``popular``, each user's
+most rated unseen movies, so every run shows its gain over both.
 Top-k lists come from the same blocked top-k that writes the serving table, and the metrics are
 DataFrame code (:mod:`metrics`), so this runs on Spark Connect as on classic Spark. Metrics are
 appended to ``model_metrics``; seaborn plots go to ``storage/reports/<run_id>/`` when the
@@ -38,6 +39,7 @@ from movielens_als.rating_model import predict_ratings_fn
 from movielens_als.spark import ensure_checkpoint_dir
 from movielens_als.splits import TEST, TRAIN, VALIDATION, read_splits
 from movielens_als.task import TaskResult
+from movielens_als.topk import top_k_fn
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,18 @@ BASELINE_PARAMS = {
 def fit_quickstart_baseline(train_df: DataFrame) -> ALSModel:
     """The recommenders quick-start ALS (explicit, rank 10, maxIter 15, regParam 0.05, seed 42)."""
     return fit_als(als_estimator(train_df.sparkSession, ratingCol=RATING, **BASELINE_PARAMS), train_df)
+
+
+def popularity_top_k(train_df: DataFrame, users: DataFrame, k: int) -> DataFrame:
+    """Each user's ``k`` most rated movies they have not rated: the non-personalised baseline, ranked by the
+    same top-k (a one-dimensional dot product, user 1 x movie count)."""
+    counts = train_df.groupBy(ITEM).agg(F.count(F.lit(1)).cast("float").alias("n"))
+    right = counts.select(F.col(ITEM).alias("id"), F.array("n").alias("features"))
+    left = users.select(F.col(USER).alias("id"), F.array(F.lit(1.0).cast("float")).alias("features"))
+    seen = train_df.select(F.col(USER).alias("left_id"), F.col(ITEM).alias("right_id"))
+    return top_k_fn(left, right, k, excluded=seen).select(
+        F.col("left_id").alias(USER), F.col("right_id").alias(ITEM), "score", "rank"
+    )
 
 
 def ranking_and_diversity(
@@ -117,6 +131,8 @@ def evaluate(
         "rating": rating_group(quick_pred),
         **ranking_and_diversity(quick_top, test, train_df, k, diversity_users),
     }
+    popular_top = popularity_top_k(train_df, users, k).cache()
+    results["popular"] = ranking_and_diversity(popular_top, test, train_df, k, diversity_users)
 
     evaluated_at = utc_now()
     rows = []
@@ -127,7 +143,7 @@ def evaluate(
 
     report_dir = Path(storage) / "reports" / run_id
     plots = _write_plots(report_dir, info, results, test, rating_pred, k)
-    for df in (top, quick_top, rating_pred, test, train_df):
+    for df in (top, quick_top, popular_top, rating_pred, test, train_df):
         df.unpersist()
     flat = {
         f"{m}.{n}": round(v, 4)

@@ -13,26 +13,32 @@ from movielens_als.tables import table_exists
 LOWER_IS_BETTER = {"rmse", "mae"}
 
 
+REFERENCES = ("baseline", "popular")  # the models every run is compared with, shown after its own
+
+
 def format_metrics(rows: Sequence[Mapping]) -> list[str]:
-    """A table of metric x model, with the ALS model's change against the baseline."""
+    """A table of metric x model, with the ALS model's change against the quick-start baseline."""
     if not rows:
         return []
-    models = sorted({r["model"] for r in rows if r["model"] != "baseline"})
-    has_baseline = any(r["model"] == "baseline" for r in rows)
-    columns = models + (["baseline", "vs baseline"] if has_baseline else [])
+    present = {r["model"] for r in rows}
+    models = sorted(present - set(REFERENCES))
+    references = [m for m in REFERENCES if m in present]
+    has_baseline = "baseline" in present
+    columns = models + references + (["vs baseline"] if has_baseline else [])
     table: dict[tuple, dict[str, float]] = {}
     for r in rows:
         table.setdefault((r["metric"], r["k"]), {})[r["model"]] = r["value"]
-    widths = [max(10, len(c)) for c in models] + ([10, 16] if has_baseline else [])
-    row = lambda label, cells: f"  {label:<24}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=False))  # noqa: E731
+    widths = [max(10, len(c)) for c in models + references] + ([16] if has_baseline else [])
+
+    def row(label: str, cells: list[str]) -> str:
+        return f"  {label:<24}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
+
     lines = [row("metric", columns)]
     for (metric, k), values in sorted(table.items(), key=lambda item: (item[0][1] is not None, item[0][0])):
-        label = _label(metric, k)
-        cells = [_number(values.get(m)) for m in models]
+        cells = [_number(values.get(m)) for m in models + references]
         if has_baseline:
-            cells.append(_number(values.get("baseline")))
             cells.append(_versus(metric, values, models))
-        lines.append(row(label, cells))
+        lines.append(row(_label(metric, k), cells))
     return lines
 
 

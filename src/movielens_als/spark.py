@@ -146,13 +146,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def conf_value(spark: SparkSession, key: str) -> str | None:
+    """A Spark setting, or None where it is unset or the compute will not tell (serverless refuses some keys)."""
+    try:
+        return spark.conf.get(key, None)
+    except Exception:  # noqa: BLE001 - an unreadable setting is an unset one here
+        return None
+
+
 def ensure_checkpoint_dir(spark: SparkSession, storage: Path) -> None:
     """ALS lineage grows with each iteration; without a checkpoint dir ~15+ iterations overflow the stack.
 
     Sessions made here set ``spark.checkpoint.dir`` at start. A Databricks classic cluster's session
     may lack it and can still set it; a Spark Connect client cannot (see :mod:`als`).
     """
-    if spark.conf.get(CHECKPOINT_CONF, None) or is_connect(spark):
+    if conf_value(spark, CHECKPOINT_CONF) or is_connect(spark):
         return
     sc = spark.sparkContext  # classic-only: guarded by is_connect above, Connect has no Spark context
     if sc.getCheckpointDir() is None:

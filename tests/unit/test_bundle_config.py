@@ -314,8 +314,10 @@ def test_wheel_entry_point_resolves_like_databricks_and_accepts_every_task_flag(
         }
         for t in job["tasks"]
     ]
-    # -S: no site-packages, so neither the project venv nor its editable install can answer.
-    env = {**os.environ, "PYTHONPATH": str(wheel)}
+    # -S: no site-packages processing, so the editable install's .pth cannot answer; the wheel comes
+    # first on the path and the venv's third-party packages (pyspark, as a runtime has it) after it.
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(wheel), site])}
     proc = subprocess.run(
         [sys.executable, "-S", "-c", _PROBE, json.dumps(tasks)], env=env, capture_output=True, text=True, timeout=120
     )

@@ -72,7 +72,7 @@ def test_evaluate_appends_model_metrics(spark, trained_in):
     metrics = spark.table(namespace.table("model_metrics"))
     assert metrics.count() == result.rows["model_metrics"]
     by_model = {r["model"]: r["n"] for r in metrics.groupBy("model").agg(F.count("*").alias("n")).collect()}
-    assert by_model == {"rating": 4, "ranking": 10, "baseline": 14}
-    assert metrics.where("metric = 'precision_at_k' AND k = 3 AND value BETWEEN 0 AND 1").count() == 2
+    assert by_model == {"rating": 4, "ranking": 10, "baseline": 14, "popular": 10}
+    assert metrics.where("metric = 'precision_at_k' AND k = 3 AND value BETWEEN 0 AND 1").count() == 3
     assert metrics.where("metric = 'rmse' AND k IS NULL AND value > 0").count() == 2
     assert (storage / "reports" / trained / "metrics_vs_baseline.png").is_file()

@@ -273,11 +273,12 @@ def test_format_metrics_compares_each_metric_with_the_baseline():
         {"model": "baseline", "metric": "rmse", "k": None, "value": 0.95},
         {"model": "ranking", "metric": "ndcg_at_k", "k": 10, "value": 0.30},
         {"model": "baseline", "metric": "ndcg_at_k", "k": 10, "value": 0.35},
+        {"model": "popular", "metric": "ndcg_at_k", "k": 10, "value": 0.20},
     ]
     lines = format_metrics(rows)
-    assert lines[0].split() == ["metric", "ranking", "rating", "baseline", "vs", "baseline"]
-    assert lines[1].split() == ["rmse", "-", "0.9000", "0.9500", "-0.0500", "better"]
-    assert lines[2].split() == ["ndcg@10", "0.3000", "-", "0.3500", "-0.0500", "worse"]
+    assert lines[0].split() == ["metric", "ranking", "rating", "baseline", "popular", "vs", "baseline"]
+    assert lines[1].split() == ["rmse", "-", "0.9000", "0.9500", "-", "-0.0500", "better"]
+    assert lines[2].split() == ["ndcg@10", "0.3000", "-", "0.3500", "0.2000", "-0.0500", "worse"]
     both_maps = format_metrics([{"model": "ranking", "metric": m, "k": 10, "value": 0.1} for m in ("map", "map_at_k")])
     assert [line.split()[0] for line in both_maps[1:]] == ["map", "map@10"]
 
