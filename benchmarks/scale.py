@@ -27,11 +27,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"1m": 1_000_000, "5m": 5_000_000, "25m": 25_000_000}
-# One point per model (see the module docstring): rank 32, 10 iterations, one bias/factor pass.
+# One point per model (see the module docstring): rank 16, 10 iterations, one bias/factor pass.
 SCALE_GRID = {
-    "rating": {"reg_user": [3.0], "reg_item": [3.0], "rank": [32], "reg_param": [0.1], "max_iter": [10],
+    "rating": {"reg_user": [3.0], "reg_item": [3.0], "rank": [16], "reg_param": [0.1], "max_iter": [10],
                "passes": [1]},
-    "ranking": {"rank": [32], "reg_param": [0.3], "alpha": [0.3], "max_iter": [10], "implicit_value": ["rating"]},
+    "ranking": {"rank": [16], "reg_param": [0.3], "alpha": [0.3], "max_iter": [10], "implicit_value": ["rating"]},
 }  # fmt: skip
 STAGES = ("land", "split", "train", "evaluate", "recommend", "publish")
 PROGRESS = re.compile(r"^\[\d+/\d+\] (\w+)\s+([\d.]+)s")

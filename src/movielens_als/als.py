@@ -19,13 +19,14 @@ from movielens_als.columns import ITEM, USER
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.spark import conf_value
 
-CHECKPOINT_INTERVAL = 5
+CHECKPOINT_INTERVAL = 10  # each checkpoint writes the factors to disk: cut the lineage only as often as needed
 PARALLELISM_CONF = "spark.default.parallelism"
 DEFAULT_BLOCKS = 10  # Spark's own default, where the session does not say how parallel it is
 
 
 def als_blocks(spark: SparkSession) -> int:
-    """User and item blocks: one per core of a local session; Spark's default elsewhere."""
+    """User and item blocks: one per task slot of a local session (more blocks only add tasks); Spark's default
+    elsewhere."""
     value = conf_value(spark, PARALLELISM_CONF)
     return int(value) if value and value.isdigit() else DEFAULT_BLOCKS
 

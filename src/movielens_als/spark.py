@@ -95,7 +95,7 @@ def _builder(home: Path, cores: int, app_name: str) -> SparkSession.Builder:
             "spark.driver.extraJavaOptions", f"-Dderby.system.home={home} -Xss16m -Dlog4j.configurationFile={log4j}"
         )
         .config("spark.sql.shuffle.partitions", str(max(2, 2 * cores)))
-        .config("spark.default.parallelism", str(max(2, 2 * cores)))
+        .config("spark.default.parallelism", str(cores))
         .config("spark.driver.memory", os.environ.get("MOVIELENS_ALS_DRIVER_MEMORY", "4g"))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
