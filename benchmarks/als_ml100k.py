@@ -75,6 +75,7 @@ def main() -> int:
     home = Path(args.home or tempfile.mkdtemp(prefix="als-bench-"))
     os.environ.setdefault("MOVIELENS_ALS_DRIVER_MEMORY", "3g")
 
+    from movielens_als import registry
     from movielens_als.evaluate import evaluate
     from movielens_als.land import land
     from movielens_als.names import Namespace
@@ -85,6 +86,7 @@ def main() -> int:
     ns = Namespace("spark_catalog", "als_benchmark")
     storage = storage_root(ns, "files", home)
     spark = get_spark(home)
+    registry.configure(home)
     timings = {}
     t0 = time.monotonic()
     land(spark, ns, storage, source=args.source, size="100k")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from movielens_als import registry
 from movielens_als.names import Namespace
 from movielens_als.spark import get_spark
 
@@ -28,6 +29,7 @@ def spark(lakehouse_home):
     session = get_spark(lakehouse_home)
     # Tiny test data: a couple of partitions beats the default split into many empty tasks.
     session.conf.set("spark.sql.shuffle.partitions", "2")
+    registry.configure(lakehouse_home)  # MLflow's SQLite store in the test lakehouse, as tasks.execute does
     yield session
     session.stop()
 

@@ -15,10 +15,11 @@ CREATE OR REPLACE VIEW recommendations_with_titles (
   genres COMMENT 'MovieLens genres',
   score COMMENT 'Implicit ALS preference score (not a rating)',
   model_run_id COMMENT 'Training run of the ranking model',
+  model_version COMMENT 'Registered version of the ranking model (the champion) served',
   generated_at COMMENT 'UTC time of the recommend run'
 )
 COMMENT 'Personalised top-N recommendations per user, with titles, genres and year.'
 AS SELECT
-  r.user_id, r.rank, r.movie_id, m.title, m.year, m.genres, r.score, r.model_run_id, r.generated_at
+  r.user_id, r.rank, r.movie_id, m.title, m.year, m.genres, r.score, r.model_run_id, r.model_version, r.generated_at
 FROM user_recommendations AS r
 JOIN movies AS m ON m.movie_id = r.movie_id;

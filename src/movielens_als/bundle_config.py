@@ -7,7 +7,7 @@ the chosen target. ``{{job.parameters.x}}`` becomes the job parameter's default 
 
 ``local`` is not a target in databricks.yml (deploying it would try to create a Unity Catalog
 volume in ``spark_catalog``): it means the bundle's default target. Whatever the target, a
-local run puts the tables in ``spark_catalog``, the embedded metastore's only catalog, and
+local run puts the tables in ``spark_catalog``, the local session's only catalog, and
 does not add development mode's ``dev_<user>_`` schema prefix.
 
 Everything here is pure: no Spark, no side effects.

@@ -13,9 +13,9 @@ import traceback
 from collections.abc import Sequence
 
 from movielens_als.errors import user_error
+from movielens_als.lakehouse import open_lakehouse
 from movielens_als.names import Namespace
 from movielens_als.runner import run_job
-from movielens_als.spark import get_spark
 from movielens_als.sql import run_sql
 from movielens_als.synth import synthesize
 from movielens_als.tasks import build_parser, execute
@@ -38,13 +38,16 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "sql":
         namespace = Namespace(args.catalog, args.schema)  # validates before any Spark work
         output = run_sql(
-            get_spark(args.home, remote=args.remote), namespace, args.query, fmt=args.format, limit=args.limit
+            open_lakehouse(args.home, remote=args.remote), namespace, args.query, fmt=args.format, limit=args.limit
         )
         print(output.text)
         if output.note:
             print(output.note, file=sys.stderr)
         return 0
-    print(execute(args).summary())
+    result = execute(args)
+    print(result.summary())
+    if result.headline:
+        print(result.headline)
     return 0
 
 

@@ -95,8 +95,20 @@ class Evaluate:
 
 
 @dataclass(frozen=True)
+class Promote:
+    run_id: str | None = option(None, "training run whose models challenge the champion (default: the latest)")
+    k: int = option(Evaluate.k, "cut-off of the nDCG the gate compares", variable="k")
+    ndcg_tolerance: float = option(
+        0.005, "largest nDCG@k drop against the champion that is still promoted", variable="promote_ndcg_tolerance"
+    )
+    rmse_tolerance: float = option(
+        0.005, "largest RMSE rise against the champion that is still promoted", variable="promote_rmse_tolerance"
+    )
+    force_promote: bool = option(False, "promote whatever the figures (an operator's override)", kind=bool)
+
+
+@dataclass(frozen=True)
 class Recommend:
-    run_id: str | None = option(None, "training run to recommend from (default: the latest successful one)")
     top_n: int = option(10, "recommendations per user (1-100)", variable="top_n")
     min_ratings: int = option(5, "users with fewer ratings get the popular fallback", variable="min_ratings")
     popular_min_count: int = option(
@@ -131,7 +143,7 @@ class Synth:
     seed: int = option(0, "random seed", kind=int)
 
 
-LAND, SPLIT, TRAIN, EVALUATE, RECOMMEND = Land(), Split(), Train(), Evaluate(), Recommend()
+LAND, SPLIT, TRAIN, EVALUATE, PROMOTE, RECOMMEND = Land(), Split(), Train(), Evaluate(), Promote(), Recommend()
 TABLE_LIMIT = 1000  # rows `sql --format table` prints when --limit is not given
 
 # Subcommand -> (help, option groups). Task commands take the common namespace options too.
@@ -140,7 +152,11 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "split": ("deterministic train/validation/test splits kept as a Delta table", (Common, Split)),
     "train": ("tune on validation and train the rating and ranking ALS models", (Common, Train)),
     "evaluate": ("evaluate a training run and the quick-start baseline on the test split", (Common, Evaluate)),
-    "recommend": ("top-N per user, cold-start fallback and similar movies", (Common, Recommend)),
+    "promote": (
+        "the champion gate: promote the run's models if they are not worse than the champion",
+        (Common, Promote),
+    ),
+    "recommend": ("top-N per user from the champion, cold-start fallback and similar movies", (Common, Recommend)),
     "publish": ("create the SQL views from jobs/sql", (Common, Publish)),
     "sql": ("run SQL against the lakehouse, as on Databricks", (Common, Sql)),
     "synth": ("write a MovieLens-shaped synthetic csv release (ml-25m's shape, scaled to --ratings)", (Synth,)),
@@ -150,7 +166,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
 def variables() -> dict[str, Any]:
     """Bundle variable name -> the default this package uses for it."""
     out = {}
-    for group in (Land, Split, Train, Evaluate, Recommend):
+    for group in (Land, Split, Train, Evaluate, Promote, Recommend):
         for f in fields(group):
             if f.metadata.get("variable"):
                 out[f.metadata["variable"]] = f.default

@@ -17,20 +17,39 @@ class QuarantineThresholdError(MovieLensAlsError):
     """More rows were quarantined than the allowed fraction; good tables were left unchanged."""
 
 
-class ConnectUnsupportedError(MovieLensAlsError):
-    """Something this Spark Connect server (serverless, standard access, a remote sc://) cannot do."""
-
-
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (Spark's carry the query context below)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# Failures a user can meet that Spark or the OS reports with a long trace: (marker in the message, what to say).
+KNOWN_FAILURES = (
+    (
+        "JAVA_GATEWAY_EXITED",
+        "Spark could not start Java: install Java 17 or 21 (sudo apt-get install "
+        "openjdk-17-jre-headless) or set JAVA_HOME",
+    ),
+    (
+        "DELTA_CONCURRENT",
+        "another process changed the same Delta table at the same time; its commit won, run this task again",
+    ),
+    (
+        "StatusCode.UNAVAILABLE",
+        "cannot reach the Spark Connect server: check --remote / SPARK_REMOTE and that the server is running",
+    ),
+    ("No space left on device", "the disk is full: free space in the lakehouse home (or MOVIELENS_ALS_HOME)"),
+)
+
+
 def user_error(exc: BaseException) -> str | None:
     """The one line to show for a failure a user can cause or meet, or None for a bug (show the traceback)."""
     if isinstance(exc, MovieLensAlsError):
         return str(exc)
+    text = str(exc)
+    for marker, message in KNOWN_FAILURES:
+        if marker in text:
+            return f"{message} ({first_line(exc)[:200]})"
     try:
         from pyspark.errors import AnalysisException, ParseException
     except ImportError:  # pragma: no cover - pyspark is always there when a task runs

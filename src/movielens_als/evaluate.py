@@ -25,6 +25,7 @@ from movielens_als.als import als_estimator, fit_als
 from movielens_als.columns import ITEM, RATING, SPLIT, USER
 from movielens_als.config import EVALUATE as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.factors import Factors
 from movielens_als.ids import utc_now
 from movielens_als.metrics import (
     coverage_novelty_fn,
@@ -32,10 +33,9 @@ from movielens_als.metrics import (
     ranking_metrics_fn,
     rating_metrics_fn,
 )
-from movielens_als.models import MODEL_METRICS, load_ranking_model, load_rating_model, run_info
+from movielens_als.models import MODEL_METRICS, load_run_models, run_info
 from movielens_als.names import Namespace
 from movielens_als.ranking_model import model_top_k
-from movielens_als.rating_model import predict_ratings_fn
 from movielens_als.spark import ensure_checkpoint_dir
 from movielens_als.splits import TEST, TRAIN, VALIDATION, read_splits
 from movielens_als.task import TaskResult
@@ -85,6 +85,16 @@ def rating_group(pred: DataFrame) -> dict[str, float]:
     return {n: v for n, v in rating_metrics_fn(pred).items() if n != "n"}
 
 
+def test_frames(spark: SparkSession, namespace: Namespace, protocol: str) -> tuple[DataFrame, DataFrame]:
+    """(train + validation, test) rows of a protocol, cached: every model is scored against the same two."""
+    splits_df = read_splits(spark, namespace, protocol).select(USER, ITEM, RATING, SPLIT)
+    train_df = splits_df.where(F.col(SPLIT).isin(TRAIN, VALIDATION)).select(USER, ITEM, RATING).cache()
+    test = splits_df.where(F.col(SPLIT) == TEST).select(USER, ITEM, RATING).cache()
+    if test.limit(1).count() == 0:
+        raise MovieLensAlsError(f"the {protocol} split has no test rows")
+    return train_df, test
+
+
 def metric_rows(
     run_id: str, model: str, protocol: str, values: dict[str, float], k: int | None, evaluated_at: datetime
 ) -> list[tuple]:
@@ -103,30 +113,25 @@ def evaluate(
     for name, value, top in (("--k", k, 1000), ("--diversity-users", diversity_users, 1_000_000)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
             raise MovieLensAlsError(f"{name} must be an integer between 1 and {top}, got {value!r}")
-    run_id, ranking_model = load_ranking_model(spark, namespace, storage, run_id)
-    _, rating_model, baseline, blend = load_rating_model(spark, namespace, storage, run_id)
+    models = load_run_models(spark, namespace, run_id)
+    run_id = models.run_id
     info = run_info(spark, namespace, run_id)
     protocol = info["protocol"]
     ensure_checkpoint_dir(spark, Path(storage))
-
-    splits_df = read_splits(spark, namespace, protocol).select(USER, ITEM, RATING, SPLIT)
-    train_df = splits_df.where(F.col(SPLIT).isin(TRAIN, VALIDATION)).select(USER, ITEM, RATING).cache()
-    test = splits_df.where(F.col(SPLIT) == TEST).select(USER, ITEM, RATING).cache()
-    if test.limit(1).count() == 0:
-        raise MovieLensAlsError(f"the {protocol} split has no test rows")
+    train_df, test = test_frames(spark, namespace, protocol)
     users = test.select(USER).distinct()
 
     results: dict[str, dict[str, dict[str, float]]] = {}
-    # Cached: the rating metrics and the plots both read the predictions (two ALS transforms and joins).
-    rating_pred = predict_ratings_fn(baseline, rating_model, test, ranking_model, blend).cache()
+    # Cached: the rating metrics and the plots both read the predictions (factor joins and the blend).
+    rating_pred = models.rating.predict(test).cache()
     results["rating"] = {"rating": rating_group(rating_pred)}
-    top = model_top_k(ranking_model, users, train_df, k).cache()
+    top = model_top_k(models.ranking, users, train_df, k).cache()
     results["ranking"] = ranking_and_diversity(top, test, train_df, k, diversity_users)
 
     # The baseline's explicit predictions rank the same way: top-k unseen by predicted rating.
     quick = fit_quickstart_baseline(train_df)
     quick_pred = quick.transform(test)  # coldStartStrategy drop, as in the quick start
-    quick_top = model_top_k(quick, users, train_df, k).cache()
+    quick_top = model_top_k(Factors.of(quick), users, train_df, k).cache()
     results["baseline"] = {
         "rating": rating_group(quick_pred),
         **ranking_and_diversity(quick_top, test, train_df, k, diversity_users),

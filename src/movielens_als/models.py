@@ -1,44 +1,46 @@
-"""The model store: where a training run's ALS models live, and the run and metric tables.
+"""A training run's models as the tasks use them, and the SQL-queryable history of runs and metrics.
 
-A training run saves three Spark ML ``ALSModel`` directories under ``storage/models/<run_id>/``:
-``rating`` (explicit ALS on residuals of a bias baseline, with the baseline and blend beside it)
-and ``ranking`` (implicit ALS for top-k), both fitted without the test rows for ``evaluate``, and
-``serving`` (the ranking model refitted on every rating) for ``recommend``. ``training_runs``
-records each run; ``model_metrics`` holds one row per evaluated metric.
+Each ``train`` registers two model versions in MLflow (:mod:`registry`): ``ranking`` holds the
+implicit factors fitted without the test rows (``evaluation``, which ``evaluate`` and the gate
+score) and the same hyperparameters refitted on every rating (``serving``, which ``recommend``
+serves); ``rating`` holds the bias baseline, residual factors, blend and the ranking factors it
+blends in. ``training_runs`` records each run with its MLflow run id and model versions;
+``model_metrics`` holds one row per evaluated metric.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.factors import Factors
 from movielens_als.names import Namespace
-from movielens_als.rating_model import BiasBaseline, Blend
+from movielens_als.rating_model import RatingModel
+from movielens_als.registry import CHAMPION, RANKING_MODEL, RATING_MODEL, download, version_by_alias
 from movielens_als.tables import Column, TableSpec, table_exists
 
-MODEL_KINDS = ("rating", "ranking", "serving")
-# Run ids become directory names and SQL string values: no separators, dots or quotes.
+# Run ids become MLflow run names, tags and SQL string values: no separators, dots or quotes.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 TRAINING_RUNS = TableSpec(
     "training_runs",
     "One row per train run: params, chosen hyperparameters, timings and the ratings Delta version used.",
     (
-        Column("run_id", "STRING", "Training run id; models live under models/<run_id>/", nullable=False),
+        Column("run_id", "STRING", "Training run id (the job run id on Databricks)", nullable=False),
         Column("protocol", "STRING", "Split protocol trained on: benchmark, quickstart or chrono"),
         Column("status", "STRING", "running, succeeded or failed"),
         Column("params", "STRING", "JSON: the grid searched and fixed settings (seed, maxIter, ...)"),
         Column("rating_hyperparams", "STRING", "JSON: rating model hyperparameters chosen by validation RMSE"),
         Column("ranking_hyperparams", "STRING", "JSON: ranking model hyperparameters chosen by validation nDCG@10"),
         Column("ratings_version", "BIGINT", "Delta version of the ratings table when training started"),
-        Column("rating_model_path", "STRING", "Directory of the saved rating ALSModel"),
-        Column("ranking_model_path", "STRING", "Directory of the saved ranking (implicit) ALSModel"),
-        Column("serving_model_path", "STRING", "Directory of the ranking model refitted on every rating (served)"),
+        Column("mlflow_run_id", "STRING", "MLflow run holding the parameters, scores and logged models"),
+        Column("rating_model_version", "BIGINT", "Registered version of <catalog>.<schema>.movielens_als_rating"),
+        Column("ranking_model_version", "BIGINT", "Registered version of <catalog>.<schema>.movielens_als_ranking"),
         Column("started_at", "TIMESTAMP", "UTC start of the run"),
         Column("finished_at", "TIMESTAMP", "UTC end of the run"),
         Column("timings", "STRING", "JSON: seconds per step (tuning, refit, save)"),
@@ -75,14 +77,6 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
-def model_dir(storage: Path, run_id: str, kind: str) -> Path:
-    """Directory of one saved model: ``storage/models/<run_id>/<kind>``."""
-    if kind not in MODEL_KINDS:
-        raise MovieLensAlsError(f"unknown model kind {kind!r}: expected one of {', '.join(MODEL_KINDS)}")
-    validate_run_id(run_id)
-    return Path(storage) / "models" / run_id / kind
-
-
 def resolve_run_id(spark: SparkSession, namespace: Namespace, run_id: str | None) -> str:
     """``run_id`` if it names a succeeded training run, else (when None) the latest succeeded one."""
     if run_id is not None:
@@ -108,27 +102,65 @@ def run_info(spark: SparkSession, namespace: Namespace, run_id: str) -> dict:
     return row.asDict()
 
 
-def _load_als(path: Path, run_id: str, kind: str) -> ALSModel:
-    if not path.is_dir():
-        raise MovieLensAlsError(f"{kind} model of run {run_id!r} is missing at {path}")
-    return ALSModel.load(str(path))
+@dataclass
+class RunModels:
+    """A run's models as Spark tables: what ``evaluate`` and the gate score."""
+
+    run_id: str
+    ranking_version: int
+    rating_version: int
+    ranking: Factors  # fitted without the test rows
+    serving: Factors  # refitted on every rating
+    rating: RatingModel
 
 
-def load_ranking_model(
-    spark: SparkSession, namespace: Namespace, storage: Path, run_id: str | None = None, kind: str = "ranking"
-) -> tuple[str, ALSModel]:
-    """``(run_id, ALSModel)`` of a run's implicit model (default: the latest succeeded run): ``ranking``,
-    fitted without the test rows, or ``serving``, refitted on every rating."""
+def load_version_models(
+    spark: SparkSession, namespace: Namespace, run_id: str, ranking_version: int, rating_version: int
+) -> RunModels:
+    ranking_folder: Path = download(namespace, RANKING_MODEL, ranking_version)
+    rating_folder: Path = download(namespace, RATING_MODEL, rating_version)
+    return RunModels(
+        run_id,
+        ranking_version,
+        rating_version,
+        Factors.load(spark, ranking_folder / "evaluation"),
+        Factors.load(spark, ranking_folder / "serving"),
+        RatingModel.load(spark, rating_folder),
+    )
+
+
+def load_run_models(spark: SparkSession, namespace: Namespace, run_id: str | None = None) -> RunModels:
+    """The models a training run registered (default: the latest succeeded run)."""
     run_id = resolve_run_id(spark, namespace, run_id)
-    return run_id, _load_als(model_dir(storage, run_id, kind), run_id, kind)
+    info = run_info(spark, namespace, run_id)
+    return load_version_models(spark, namespace, run_id, info["ranking_model_version"], info["rating_model_version"])
 
 
-def load_rating_model(spark: SparkSession, namespace: Namespace, storage: Path, run_id: str | None = None):
-    """``(run_id, ALSModel, BiasBaseline, Blend)`` of the explicit rating model of a run.
+def load_champion(spark: SparkSession, namespace: Namespace) -> RunModels | None:
+    """The models the ``champion`` aliases point at, or None before any promotion."""
+    ranking = version_by_alias(namespace, RANKING_MODEL, CHAMPION)
+    rating = version_by_alias(namespace, RATING_MODEL, CHAMPION)
+    if ranking is None or rating is None:
+        return None
+    run_id = ranking.tags.get("movielens_als.run_id", "")
+    return load_version_models(spark, namespace, run_id, ranking.version, rating.version)
 
-    The blend adds the run's ranking model score (``load_ranking_model``) to the rating prediction.
-    """
-    run_id = resolve_run_id(spark, namespace, run_id)
-    path = model_dir(storage, run_id, "rating")
-    model = _load_als(path, run_id, "rating")
-    return run_id, model, BiasBaseline.load(spark, path.parent / "baseline"), Blend.load(path.parent)
+
+@dataclass
+class Served:
+    """The champion's serving factors, with the version and training run they come from."""
+
+    run_id: str
+    version: int
+    factors: Factors
+
+
+def champion_serving(spark: SparkSession, namespace: Namespace) -> Served | None:
+    """What ``recommend`` serves: the serving factors of the ranking model's ``champion`` version."""
+    ranking = version_by_alias(namespace, RANKING_MODEL, CHAMPION)
+    if ranking is None:
+        return None
+    folder = download(namespace, RANKING_MODEL, ranking.version)
+    return Served(
+        ranking.tags.get("movielens_als.run_id", ""), ranking.version, Factors.load(spark, folder / "serving")
+    )

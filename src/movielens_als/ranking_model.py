@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from movielens_als.als import als_estimator, fit_als
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.config import RECOMMEND
+from movielens_als.factors import Factors
 from movielens_als.topk import top_k_fn
 
 
@@ -20,7 +20,7 @@ def implicit_frame(df: DataFrame, implicit_value: str) -> DataFrame:
     return df.select(USER, ITEM, value.alias("value"))
 
 
-def fit_ranking_model(df: DataFrame, params: dict[str, Any], seed: int) -> ALSModel:
+def fit_ranking_model(df: DataFrame, params: dict[str, Any], seed: int) -> Factors:
     """Implicit ALS: preference 1 for rated items, confidence ``1 + alpha * value``."""
     als = als_estimator(
         df.sparkSession,
@@ -33,18 +33,18 @@ def fit_ranking_model(df: DataFrame, params: dict[str, Any], seed: int) -> ALSMo
         seed=seed,
         coldStartStrategy="drop",
     )
-    return fit_als(als, implicit_frame(df, params["implicit_value"]))
+    return Factors.of(fit_als(als, implicit_frame(df, params["implicit_value"])))
 
 
 def model_top_k(
-    model: ALSModel, users: DataFrame, seen: DataFrame, k: int, block_size: int = RECOMMEND.block_size
+    model: Factors, users: DataFrame, seen: DataFrame, k: int, block_size: int = RECOMMEND.block_size
 ) -> DataFrame:
     """(user_id, movie_id, score, rank): the top ``k`` movies of each of ``users`` that ``seen`` does not hold.
 
     The same blocked top-k as the serving table, so tuning and evaluation score what is served.
     """
-    left = model.userFactors.join(users.select(F.col(USER).alias("id")).distinct(), "id")
+    left = model.users.join(users.select(F.col(USER).alias("id")).distinct(), "id")
     excluded = seen.select(F.col(USER).alias("left_id"), F.col(ITEM).alias("right_id"))
-    return top_k_fn(left, model.itemFactors, k, excluded=excluded, block_size=block_size).select(
+    return top_k_fn(left, model.items, k, excluded=excluded, block_size=block_size).select(
         F.col("left_id").alias(USER), F.col("right_id").alias(ITEM), F.col("score"), F.col("rank")
     )

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyspark.ml.recommendation import ALSModel
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from movielens_als.als import als_estimator, fit_als
 from movielens_als.columns import ITEM, PREDICTION, RATING, USER
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.factors import Factors
 
 
 @dataclass
@@ -42,26 +43,20 @@ class BiasBaseline:
             .drop("user_bias", "item_bias")
         )
 
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.user_bias.write.mode("overwrite").parquet(str(path / "user_bias"))
-        self.item_bias.write.mode("overwrite").parquet(str(path / "item_bias"))
-        (path / "baseline.json").write_text(
-            json.dumps({"global_mean": self.global_mean, "rating_min": self.rating_min, "rating_max": self.rating_max})
-        )
+    def save(self, folder: Path) -> None:
+        """Bias tables as Parquet and the scalars as JSON: one row per user and per movie, not per rating."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.user_bias.toPandas().to_parquet(folder / "user_bias.parquet", index=False)
+        self.item_bias.toPandas().to_parquet(folder / "item_bias.parquet", index=False)
+        scalars = {"global_mean": self.global_mean, "rating_min": self.rating_min, "rating_max": self.rating_max}
+        (folder / "baseline.json").write_text(json.dumps(scalars))
 
     @classmethod
-    def load(cls, spark: SparkSession, path: Path) -> BiasBaseline:
-        if not (path / "baseline.json").is_file():
-            raise MovieLensAlsError(f"bias baseline missing at {path}")
-        meta = json.loads((path / "baseline.json").read_text())
-        return cls(
-            meta["global_mean"],
-            spark.read.parquet(str(path / "user_bias")),
-            spark.read.parquet(str(path / "item_bias")),
-            meta["rating_min"],
-            meta["rating_max"],
-        )
+    def load(cls, spark: SparkSession, folder: Path) -> BiasBaseline:
+        meta = json.loads((folder / "baseline.json").read_text())
+        users = spark.createDataFrame(pd.read_parquet(folder / "user_bias.parquet"), f"{USER} INT, user_bias DOUBLE")
+        items = spark.createDataFrame(pd.read_parquet(folder / "item_bias.parquet"), f"{ITEM} INT, item_bias DOUBLE")
+        return cls(meta["global_mean"], users, items, meta["rating_min"], meta["rating_max"])
 
 
 def fit_bias_baseline(
@@ -102,7 +97,7 @@ def fit_bias_baseline(
 
 def fit_rating_model(
     df: DataFrame, params: dict[str, Any], seed: int, baseline: BiasBaseline | None = None
-) -> tuple[BiasBaseline, ALSModel]:
+) -> tuple[BiasBaseline, Factors]:
     """Bias baseline, then explicit ALS on the residuals ``rating - baseline``.
 
     With ``passes`` > 1 the two are refitted in turn, biases on what the factors leave and factors
@@ -127,12 +122,12 @@ def fit_rating_model(
     model = None
     for _ in range(params.get("passes", 1)):
         if model is not None:
-            factors = model.transform(df).select(USER, ITEM, RATING, F.col(PREDICTION).alias("_factor"))
+            factors = model.transform(df, "_factor").select(USER, ITEM, RATING, "_factor")
             baseline = fit_bias_baseline(
                 factors.localCheckpoint(), params["reg_user"], params["reg_item"], offset="_factor"
             )
         residuals = baseline.predict(df).withColumn("residual", F.col(RATING) - F.col("baseline"))
-        model = fit_als(als, residuals.localCheckpoint())
+        model = Factors.of(fit_als(als, residuals.localCheckpoint()))
     return baseline, model
 
 
@@ -155,15 +150,13 @@ class Blend:
     def as_dict(self) -> dict[str, float]:
         return {"intercept": self.intercept, "explicit": self.explicit, "implicit": self.implicit}
 
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "blend.json").write_text(json.dumps(self.as_dict()))
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "blend.json").write_text(json.dumps(self.as_dict()))
 
     @classmethod
-    def load(cls, path: Path) -> Blend:
-        """The blend saved at ``path``; none saved means the unblended model."""
-        file = path / "blend.json"
-        return cls(**json.loads(file.read_text())) if file.is_file() else cls()
+    def load(cls, folder: Path) -> Blend:
+        return cls(**json.loads((folder / "blend.json").read_text()))
 
 
 def _clip(col, baseline: BiasBaseline):
@@ -171,27 +164,27 @@ def _clip(col, baseline: BiasBaseline):
 
 
 def _blend_features(
-    baseline: BiasBaseline, model: ALSModel | None, df: DataFrame, implicit: ALSModel | None
+    baseline: BiasBaseline, model: Factors | None, df: DataFrame, implicit: Factors | None
 ) -> DataFrame:
     """``df`` with ``_explicit`` (baseline + ALS residual) and ``_implicit`` (ranking score); 0 for unseen ids."""
     out = baseline.predict(df)
     residual = F.lit(0.0)
     if model is not None:
-        out = model.transform(out).withColumnRenamed(PREDICTION, "_residual")
+        out = model.transform(out, "_residual")
         residual = F.coalesce(F.nanvl("_residual", F.lit(0.0)), F.lit(0.0))
     out = out.withColumn("_explicit", F.col("baseline") + residual)
     score = F.lit(0.0)
     if implicit is not None:
-        out = implicit.transform(out).withColumnRenamed(PREDICTION, "_score")
+        out = implicit.transform(out, "_score")
         score = F.coalesce(F.nanvl("_score", F.lit(0.0)), F.lit(0.0))
     return out.withColumn("_implicit", score.cast("double")).drop("baseline", "_residual", "_score")
 
 
 def predict_ratings_fn(
     baseline: BiasBaseline,
-    model: ALSModel | None,
+    model: Factors | None,
     df: DataFrame,
-    implicit: ALSModel | None = None,
+    implicit: Factors | None = None,
     blend: Blend | None = None,
 ) -> DataFrame:
     """``df`` with ``prediction``: baseline + ALS residual (0 for unseen ids), blended with the implicit
@@ -223,6 +216,35 @@ def blend_weights_fn(
     return Blend(*(float(v) for v in w))
 
 
-def fit_blend(baseline: BiasBaseline, model: ALSModel, implicit: ALSModel, validation: DataFrame) -> Blend:
+def fit_blend(baseline: BiasBaseline, model: Factors, implicit: Factors, validation: DataFrame) -> Blend:
     """Blend weights of the rating and ranking models fitted on ``fit``, from ``validation``."""
     return blend_weights_fn(_blend_features(baseline, model, validation.select(USER, ITEM, RATING), implicit))
+
+
+@dataclass
+class RatingModel:
+    """Everything a rating prediction needs: the baseline, the residual factors, the blend and the ranking
+    factors it blends in."""
+
+    baseline: BiasBaseline
+    residual: Factors
+    implicit: Factors
+    blend: Blend
+
+    def predict(self, df: DataFrame) -> DataFrame:
+        return predict_ratings_fn(self.baseline, self.residual, df, self.implicit, self.blend)
+
+    def save(self, folder: Path) -> None:
+        self.baseline.save(folder / "baseline")
+        self.residual.save(folder / "residual")
+        self.implicit.save(folder / "implicit")
+        self.blend.save(folder)
+
+    @classmethod
+    def load(cls, spark: SparkSession, folder: Path) -> RatingModel:
+        return cls(
+            BiasBaseline.load(spark, folder / "baseline"),
+            Factors.load(spark, folder / "residual"),
+            Factors.load(spark, folder / "implicit"),
+            Blend.load(folder),
+        )

@@ -10,7 +10,7 @@ blocked exact top-k that tuning and evaluation use too.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
+import json
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from movielens_als import models, tables
 from movielens_als.config import RECOMMEND as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.factors import Factors
 from movielens_als.names import Namespace
 from movielens_als.tables import Column, TableSpec
 from movielens_als.task import TaskResult
@@ -36,6 +37,7 @@ USER_RECOMMENDATIONS = TableSpec(
         Column("movie_id", "INT", "Recommended movie", nullable=False),
         Column("score", "DOUBLE", "Dot product of user and item factors (implicit preference, not a rating)"),
         Column("model_run_id", "STRING", "Training run whose serving model produced the row"),
+        Column("model_version", "BIGINT", "Version of the registered ranking model (the champion) served"),
         Column("generated_at", "TIMESTAMP", "UTC time of the recommend run"),
     ),
 )
@@ -50,7 +52,8 @@ POPULAR_MOVIES = TableSpec(
         Column("num_ratings", "BIGINT", "Ratings of the movie"),
         Column("avg_rating", "DOUBLE", "Plain mean rating"),
         Column("score", "DOUBLE", "(sum of ratings + damping * global mean) / (num_ratings + damping)"),
-        Column("model_run_id", "STRING", "Training run of the recommend run that wrote the row"),
+        Column("model_run_id", "STRING", "Training run of the champion when the row was written"),
+        Column("model_version", "BIGINT", "Version of the registered ranking model served beside the row"),
         Column("generated_at", "TIMESTAMP", "UTC time of the recommend run"),
     ),
 )
@@ -63,10 +66,14 @@ SIMILAR_MOVIES = TableSpec(
         Column("rank", "INT", "1 = most similar; ties broken by similar_movie_id", nullable=False),
         Column("similar_movie_id", "INT", "Similar movie", nullable=False),
         Column("similarity", "DOUBLE", "Cosine similarity of the two movies' item factors, -1..1"),
-        Column("model_run_id", "STRING", "Training run whose ranking model produced the row"),
+        Column("model_run_id", "STRING", "Training run whose serving model produced the row"),
+        Column("model_version", "BIGINT", "Version of the registered ranking model (the champion) served"),
         Column("generated_at", "TIMESTAMP", "UTC time of the recommend run"),
     ),
 )
+
+
+SERVING_TABLES = (USER_RECOMMENDATIONS, POPULAR_MOVIES, SIMILAR_MOVIES)
 
 
 def validate_top_n(top_n: int) -> int:
@@ -173,17 +180,19 @@ def active_users(ratings: DataFrame, min_ratings: int) -> DataFrame:
 # --- the task -------------------------------------------------------------------------------
 
 
-def _stamp(df: DataFrame, run_id: str, generated_at: dt.datetime) -> DataFrame:
+def _stamp(df: DataFrame, run_id: str, version: int, generated_at: dt.datetime) -> DataFrame:
     # generated_at is time-zone aware: PySpark converts it as an instant, where a naive datetime
     # would be read in the driver's local time zone.
-    return df.withColumn("model_run_id", F.lit(run_id)).withColumn("generated_at", F.lit(generated_at))
+    return (
+        df.withColumn("model_run_id", F.lit(run_id))
+        .withColumn("model_version", F.lit(version).cast("bigint"))
+        .withColumn("generated_at", F.lit(generated_at))
+    )
 
 
 def recommend(
     spark: SparkSession,
     namespace: Namespace,
-    storage: Path,
-    run_id: str | None = None,
     top_n: int = DEFAULTS.top_n,
     min_ratings: int = DEFAULTS.min_ratings,
     *,
@@ -191,9 +200,10 @@ def recommend(
     popular_damping: float = DEFAULTS.popular_damping,
     block_size: int = DEFAULTS.block_size,
 ) -> TaskResult:
-    """Replace user_recommendations, popular_movies and similar_movies from a run's ranking model.
+    """Replace user_recommendations, popular_movies and similar_movies from the champion's serving model.
 
-    The model is the run's serving model: its ranking hyperparameters refitted on every rating.
+    The champion is what the gate (:mod:`promote`) last accepted, loaded by its MLflow alias; its
+    serving factors are its ranking hyperparameters refitted on every rating.
     Users with fewer than ``min_ratings`` ratings get no personalised rows: the SQL lookup serves
     them, and users the model never saw, from popular_movies. Similar movies are limited to movies
     with at least ``popular_min_count`` ratings: the factors of rarely rated movies are mostly
@@ -204,36 +214,75 @@ def recommend(
         raise MovieLensAlsError(f"invalid min_ratings {min_ratings!r}: expected a non-negative integer")
     ratings = tables.require_table(spark, namespace, "ratings", "run `movielens-als land` first")
     movies = tables.require_table(spark, namespace, "movies", "run `movielens-als land` first")
-    run_id, model = models.load_ranking_model(spark, namespace, storage, run_id, kind="serving")
-    generated_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    champion = models.champion_serving(spark, namespace)
+    if champion is None:
+        raise MovieLensAlsError(f"no champion model for {namespace}: run `movielens-als promote` after evaluate")
+    run_id, version, model = champion.run_id, champion.version, champion.factors
+    # What the tables are computed from: when nothing of it changed (a refused challenger), they are kept
+    # as they are, same rows and same Delta version, instead of being written again.
+    inputs = json.dumps({"model_version": version, "ratings_version": tables.table_version(spark, namespace, "ratings"),
+                         "top_n": top_n, "min_ratings": min_ratings, "popular_min_count": popular_min_count,
+                         "popular_damping": popular_damping}, sort_keys=True)  # fmt: skip
+    served = [tables.last_commit_metadata(spark, namespace, spec.name) for spec in SERVING_TABLES]
+    skipped = all(meta == inputs for meta in served)
+    if not skipped:
+        _write_serving_tables(
+            spark,
+            ratings,
+            movies,
+            model,
+            run_id,
+            version,
+            inputs,
+            top_n,
+            min_ratings,
+            popular_min_count,
+            popular_damping,
+            block_size,
+            namespace,
+        )
 
-    ratings = ratings.select("user_id", "movie_id", "rating").cache()
-    try:
-        users = model.userFactors.join(active_users(ratings, min_ratings).withColumnRenamed("user_id", "id"), "id")
-        popular = popular_movies_fn(ratings, movies, popular_min_count, popular_damping)
-        frequent = ratings.groupBy("movie_id").count().where(F.col("count") >= popular_min_count)
-        similar = similar_movies_fn(model.itemFactors, top_n, candidates=frequent, block_size=block_size)
-        recs = top_n_fn(users, model.itemFactors, ratings, top_n, block_size=block_size)
-
-        # Each overwrite is one Delta commit: readers see the previous run's rows or this run's,
-        # never a mix, and DESCRIBE HISTORY keeps the earlier versions.
-        tables.overwrite(spark, namespace, POPULAR_MOVIES, _stamp(popular, run_id, generated_at))
-        tables.overwrite(spark, namespace, SIMILAR_MOVIES, _stamp(similar, run_id, generated_at))
-        tables.overwrite(spark, namespace, USER_RECOMMENDATIONS, _stamp(recs, run_id, generated_at))
-    finally:
-        ratings.unpersist()
-
-    counts = {
-        spec.name: spark.table(namespace.table(spec.name)).count()
-        for spec in (USER_RECOMMENDATIONS, POPULAR_MOVIES, SIMILAR_MOVIES)
-    }
+    counts = {spec.name: spark.table(namespace.table(spec.name)).count() for spec in SERVING_TABLES}
     return TaskResult(
         "recommend",
         rows=counts,
         details={
             "run_id": run_id,
+            "model_version": version,
             "top_n": top_n,
             "min_ratings": min_ratings,
             "user_recommendations_version": tables.table_version(spark, namespace, USER_RECOMMENDATIONS.name),
+            "unchanged": skipped,
         },
     )
+
+
+def _write_serving_tables(
+    spark: SparkSession,
+    ratings: DataFrame,
+    movies: DataFrame,
+    model: Factors,
+    run_id: str,
+    version: int,
+    inputs: str,
+    top_n: int,
+    min_ratings: int,
+    popular_min_count: int,
+    popular_damping: float,
+    block_size: int,
+    namespace: Namespace,
+) -> None:
+    generated_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    ratings = ratings.select("user_id", "movie_id", "rating").cache()
+    try:
+        users = model.users.join(active_users(ratings, min_ratings).withColumnRenamed("user_id", "id"), "id")
+        popular = popular_movies_fn(ratings, movies, popular_min_count, popular_damping)
+        frequent = ratings.groupBy("movie_id").count().where(F.col("count") >= popular_min_count)
+        similar = similar_movies_fn(model.items, top_n, candidates=frequent, block_size=block_size)
+        recs = top_n_fn(users, model.items, ratings, top_n, block_size=block_size)
+        # Each overwrite is one Delta commit: readers see the previous run's rows or this run's,
+        # never a mix, and DESCRIBE HISTORY keeps the earlier versions.
+        for spec, df in ((POPULAR_MOVIES, popular), (SIMILAR_MOVIES, similar), (USER_RECOMMENDATIONS, recs)):
+            tables.overwrite(spark, namespace, spec, _stamp(df, run_id, version, generated_at), metadata=inputs)
+    finally:
+        ratings.unpersist()

@@ -11,9 +11,9 @@ from movielens_als import tasks
 from movielens_als.bundle_config import LOCAL_TARGET, find_bundle_root, plan_job
 from movielens_als.config import Common
 from movielens_als.errors import user_error
+from movielens_als.lakehouse import open_lakehouse
 from movielens_als.names import LOCAL_CATALOG, Namespace
 from movielens_als.run_summary import summary_lines
-from movielens_als.spark import get_spark
 
 
 def run_job(
@@ -35,13 +35,13 @@ def run_job(
         print(f"  note: {note}")
     parser = tasks.build_parser()
     parsed = [(task, parser.parse_args(list(task.argv))) for task in plan.tasks]
-    spark = get_spark(home, remote=remote)
+    spark = open_lakehouse(home, remote=remote)
     width = max((len(t.key) for t in plan.tasks), default=4)
     code = 0
     for i, (task, args) in enumerate(parsed, 1):
         start = time.perf_counter()
         try:
-            rows = dict(tasks.execute(args, spark).rows)
+            result = tasks.execute(args, spark)
         except Exception as exc:  # noqa: BLE001 - report, skip the downstream tasks, keep the summary
             elapsed = time.perf_counter() - start
             message = user_error(exc)
@@ -54,8 +54,10 @@ def run_job(
             code = 2 if message else 1
             break
         elapsed = time.perf_counter() - start
-        written = " ".join(f"{table}={n}" for table, n in rows.items()) or "no rows written"
+        written = " ".join(f"{table}={n}" for table, n in result.rows.items()) or "no rows written"
         print(f"[{i}/{len(parsed)}] {task.key:<{width}} {elapsed:7.1f}s  {written}", flush=True)
+        if result.headline:
+            print(f"  {result.headline}", flush=True)
     namespace = Namespace(LOCAL_CATALOG, plan.parameters.get("schema", Common.schema))
     for line in summary_lines(spark, namespace, plan.run_id):
         print(line)

@@ -8,12 +8,14 @@ the previous version or the new one, never a half-written table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from movielens_als.errors import MovieLensAlsError
-from movielens_als.names import Namespace, quote
+from movielens_als.names import LOCAL_CATALOG, Namespace, quote
+from movielens_als.spark import conf_value, on_databricks
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,29 @@ def schema_exists(spark: SparkSession, namespace: Namespace) -> bool:
 
 
 def table_exists(spark: SparkSession, namespace: Namespace, name: str) -> bool:
-    return spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{name}")
+    """True if the catalog knows the table, or (locally) its Delta log is on disk, which registers it."""
+    if spark.catalog.tableExists(f"{namespace.catalog}.{namespace.schema}.{name}"):
+        return True
+    return register_location(spark, namespace, name)
+
+
+def warehouse_dir(spark: SparkSession) -> Path | None:
+    """The local warehouse folder of a session (None on Databricks, where Unity Catalog holds the tables)."""
+    if on_databricks():
+        return None
+    value = conf_value(spark, "spark.sql.warehouse.dir")
+    return Path(value.removeprefix("file:")) if value else None
+
+
+def register_location(spark: SparkSession, namespace: Namespace, name: str) -> bool:
+    """Make a local Delta table that another process created known to this session's catalog."""
+    warehouse = warehouse_dir(spark)
+    location = warehouse / f"{namespace.schema}.db" / name if warehouse else None
+    if namespace.catalog != LOCAL_CATALOG or location is None or not (location / "_delta_log").is_dir():
+        return False
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {namespace.qualified_schema}")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {namespace.table(name)} USING DELTA LOCATION {sql_string(str(location))}")
+    return True
 
 
 def require_table(spark: SparkSession, namespace: Namespace, name: str, hint: str) -> DataFrame:
@@ -98,10 +122,16 @@ def ensure_table(spark: SparkSession, namespace: Namespace, spec: TableSpec) -> 
     return name
 
 
-def overwrite(spark: SparkSession, namespace: Namespace, spec: TableSpec, df: DataFrame) -> None:
-    """Replace the table's rows in one Delta commit, keeping its definition and comments."""
+def overwrite(
+    spark: SparkSession, namespace: Namespace, spec: TableSpec, df: DataFrame, metadata: str | None = None
+) -> None:
+    """Replace the table's rows in one Delta commit, keeping its definition and comments; ``metadata`` is kept
+    in that commit (``DESCRIBE HISTORY``'s ``userMetadata``)."""
     name = ensure_table(spark, namespace, spec)
-    spec.conform(df).writeTo(name).overwrite(F.lit(True))
+    writer = spec.conform(df).writeTo(name)
+    if metadata is not None:
+        writer = writer.option("userMetadata", metadata)
+    writer.overwrite(F.lit(True))
 
 
 def append(spark: SparkSession, namespace: Namespace, spec: TableSpec, df: DataFrame) -> None:
@@ -122,3 +152,10 @@ def table_version(spark: SparkSession, namespace: Namespace, table: str) -> int 
         return None
     row = spark.sql(f"DESCRIBE HISTORY {namespace.table(table)} LIMIT 1").select("version").first()
     return int(row[0])
+
+
+def last_commit_metadata(spark: SparkSession, namespace: Namespace, table: str) -> str | None:
+    """The ``userMetadata`` of a table's latest commit, or None (no table, or none written)."""
+    if not table_exists(spark, namespace, table):
+        return None
+    return spark.sql(f"DESCRIBE HISTORY {namespace.table(table)} LIMIT 1").select("userMetadata").first()[0]

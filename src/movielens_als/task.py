@@ -11,6 +11,7 @@ class TaskResult:
     task: str
     rows: dict[str, int] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    headline: str | None = None  # one line worth printing on its own (the gate's decision)
 
     def summary(self) -> str:
         """One line: ``land: ratings=100000 movies=1682 ...; run_id=...``."""

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 
-from movielens_als import __version__, config
+from movielens_als import __version__, config, registry
 from movielens_als.evaluate import evaluate
+from movielens_als.lakehouse import open_lakehouse
 from movielens_als.land import land
 from movielens_als.names import Namespace
+from movielens_als.promote import promote
 from movielens_als.publish import publish_views
 from movielens_als.recommend import recommend
-from movielens_als.spark import get_spark, storage_root
+from movielens_als.spark import storage_root
 from movielens_als.splits import split
 from movielens_als.task import TaskResult
 from movielens_als.train import train
@@ -29,7 +31,9 @@ def _add_options(parser: argparse.ArgumentParser, group: type) -> None:
         meta = f.metadata
         kwargs = {"help": meta["help"]}
         kind = meta["kind"] or (type(f.default) if f.default not in (None, MISSING) else None)
-        if kind in (int, float):
+        if kind is bool:  # `--flag` alone, or `--flag true|false` as a job parameter passes it
+            kwargs.update(nargs="?", const=True, type=parse_bool)
+        elif kind in (int, float):
             kwargs["type"] = kind
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
@@ -41,6 +45,13 @@ def _add_options(parser: argparse.ArgumentParser, group: type) -> None:
         else:
             kwargs["default"] = f.default
         parser.add_argument(config.flag(f.name), dest=f.name, **kwargs)
+
+
+def parse_bool(value: str) -> bool:
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return text in ("true", "1", "yes")
 
 
 def _global_flags(parser: argparse.ArgumentParser, default) -> None:
@@ -76,7 +87,7 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
     """Run one task command; the SparkSession is made from the arguments unless one is passed in."""
     namespace = Namespace(args.catalog, args.schema)  # validates before any Spark work
     storage = storage_root(namespace, args.volume, args.home)
-    spark = spark or get_spark(args.home, remote=args.remote)
+    spark = spark or open_lakehouse(args.home, remote=args.remote)
     if args.command == "land":
         return land(
             spark,
@@ -88,16 +99,26 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
         )
     if args.command == "split":
         return split(spark, namespace, protocol=args.protocol, seed=args.seed)
+    if args.command in ("train", "evaluate", "promote", "recommend"):
+        registry.configure(args.home, getattr(args, "experiment", None))
     if args.command == "train":
         return train(spark, namespace, storage, protocol=args.protocol, run_id=args.run_id, grid=args.grid)
     if args.command == "evaluate":
         return evaluate(spark, namespace, storage, run_id=args.run_id, k=args.k, diversity_users=args.diversity_users)
+    if args.command == "promote":
+        return promote(
+            spark,
+            namespace,
+            run_id=args.run_id,
+            k=args.k,
+            ndcg_tolerance=args.ndcg_tolerance,
+            rmse_tolerance=args.rmse_tolerance,
+            force=args.force_promote,
+        )
     if args.command == "recommend":
         return recommend(
             spark,
             namespace,
-            storage,
-            run_id=args.run_id,
             top_n=args.top_n,
             min_ratings=args.min_ratings,
             popular_min_count=args.popular_min_count,

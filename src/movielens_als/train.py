@@ -6,10 +6,10 @@ on ``validation`` (carved from train by ``split``), never on ``test``: the ratin
 the ranking model by nDCG@k over the same blocked top-k that serves. The bias regularisers are
 chosen first (baseline RMSE), then the residual ALS grid with them.
 
-Three models are saved: ``rating`` and ``ranking`` refitted on train + validation, which
-``evaluate`` scores on the protocol's test split, and ``serving``, the ranking model refitted on
-every rating with the same hyperparameters, which ``recommend`` serves: test rows are held out to
-measure, not withheld from users.
+Both models are refitted on train + validation, which ``evaluate`` scores on the protocol's test
+split, and the ranking model once more on every rating with the same hyperparameters, which
+``recommend`` serves: test rows are held out to measure, not withheld from users. The run is
+tracked in MLflow and the models registered as ``challenger`` versions (:mod:`registry`).
 """
 
 from __future__ import annotations
@@ -20,21 +20,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyspark.ml.recommendation import ALSModel
+import mlflow
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from movielens_als import tables
+from movielens_als import registry, tables
 from movielens_als.columns import ITEM, RATING, SPLIT, USER
 from movielens_als.config import TRAIN as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.factors import Factors
 from movielens_als.grid import grid_points, parse_grid
 from movielens_als.ids import new_run_id, utc_now
 from movielens_als.metrics import ranking_metrics_fn, rating_metrics_fn
-from movielens_als.models import TRAINING_RUNS, model_dir, validate_run_id
+from movielens_als.models import TRAINING_RUNS, RunModels, validate_run_id
 from movielens_als.names import Namespace
 from movielens_als.ranking_model import fit_ranking_model, model_top_k
-from movielens_als.rating_model import BiasBaseline, fit_bias_baseline, fit_blend, fit_rating_model, predict_ratings_fn
+from movielens_als.rating_model import (
+    BiasBaseline,
+    Blend,
+    RatingModel,
+    fit_bias_baseline,
+    fit_blend,
+    fit_rating_model,
+    predict_ratings_fn,
+)
+from movielens_als.registry import RANKING_MODEL, RATING_MODEL
 from movielens_als.spark import ensure_checkpoint_dir
 from movielens_als.splits import TRAIN, VALIDATION, read_splits
 from movielens_als.task import TaskResult
@@ -44,7 +54,7 @@ log = logging.getLogger(__name__)
 
 def tune_rating(
     fit: DataFrame, validation: DataFrame, grid: dict[str, list], seed: int
-) -> tuple[dict, list[dict], tuple[BiasBaseline, ALSModel]]:
+) -> tuple[dict, list[dict], tuple[BiasBaseline, Factors]]:
     """Choose bias regularisers by baseline RMSE, then the residual ALS by RMSE.
 
     Returns the best parameters, every point's scores and the best (baseline, model) fitted on ``fit``.
@@ -81,7 +91,7 @@ def tune_rating(
 
 def tune_ranking(
     fit: DataFrame, validation: DataFrame, grid: dict[str, list], k: int, seed: int
-) -> tuple[dict, list[dict], ALSModel]:
+) -> tuple[dict, list[dict], Factors]:
     """Choose the implicit ALS by validation nDCG@k; return (best, all scores, best model fitted on ``fit``)."""
     scores: list[dict] = []
     best, best_ndcg, best_model = None, -1.0, None
@@ -188,20 +198,34 @@ def train(
         timed("serving_refit", t)
 
         t = time.monotonic()
-        paths = _save(storage, run_id, baseline, rating_model, blend, ranking_model, serving_model)
-        timed("save", t)
         rating_hyperparams = json.dumps({**rating_params, "blend": blend.as_dict()}, sort_keys=True)
         scores = rating_scores + ranking_scores
+        models = RunModels(
+            run_id, 0, 0, ranking_model, serving_model, RatingModel(baseline, rating_model, ranking_model, blend)
+        )
+        tracked = _track(
+            namespace,
+            run_id,
+            protocol,
+            ratings_version,
+            grid,
+            rating_params,
+            ranking_params,
+            blend,
+            scores,
+            timings,
+            models,
+            full,
+        )
+        timed("log_models", t)
         row.update(
             status="succeeded",
             rating_hyperparams=rating_hyperparams,
             ranking_hyperparams=json.dumps(ranking_params, sort_keys=True),
-            rating_model_path=paths["rating"],
-            ranking_model_path=paths["ranking"],
-            serving_model_path=paths["serving"],
             finished_at=utc_now(),
             timings=json.dumps(timings),
             validation_metrics=json.dumps(scores),
+            **tracked,
         )
         _write_run(spark, namespace, row)
     except BaseException as exc:
@@ -228,19 +252,50 @@ def train(
     )
 
 
-def _save(
-    storage: Path,
+def _track(
+    namespace: Namespace,
     run_id: str,
-    baseline: BiasBaseline,
-    rating_model: ALSModel,
-    blend,
-    ranking_model: ALSModel,
-    serving_model: ALSModel,
-) -> dict[str, str]:
-    paths = {kind: model_dir(storage, run_id, kind) for kind in ("rating", "ranking", "serving")}
-    rating_model.write().overwrite().save(str(paths["rating"]))
-    baseline.save(paths["rating"].parent / "baseline")
-    blend.save(paths["rating"].parent)
-    ranking_model.write().overwrite().save(str(paths["ranking"]))
-    serving_model.write().overwrite().save(str(paths["serving"]))
-    return {kind: str(path) for kind, path in paths.items()}
+    protocol: str,
+    ratings_version: int,
+    grid: dict,
+    rating_params: dict,
+    ranking_params: dict,
+    blend: Blend,
+    scores: list[dict],
+    timings: dict,
+    models: RunModels,
+    rows: DataFrame,
+) -> dict[str, Any]:
+    """One MLflow run: parameters, validation scores, timings and both models, registered as challengers."""
+    best_rating = min((s for s in scores if s.get("stage") == "als"), key=lambda s: s["rmse"])
+    best_ranking = max((s for s in scores if s["model"] == "ranking"), key=lambda s: s["ndcg_at_k"])
+    tags = {"movielens_als.run_id": run_id, "protocol": protocol, "ratings_version": str(ratings_version)}
+    example = rows.select(USER, ITEM).limit(5).toPandas().astype("int64")
+    with registry.tracked_run(f"movielens-als-{run_id}", tags) as run:
+        mlflow.log_params({f"rating.{n}": v for n, v in rating_params.items()})
+        mlflow.log_params({f"rating.blend.{n}": v for n, v in blend.as_dict().items()})
+        mlflow.log_params({f"ranking.{n}": v for n, v in ranking_params.items()})
+        mlflow.log_dict(grid, "grid.json")
+        mlflow.log_dict(scores, "validation_scores.json")
+        mlflow.log_metrics(
+            {
+                "validation_rmse": best_rating["rmse"],
+                "validation_mae": best_rating["mae"],
+                f"validation_ndcg_at_{grid['k']}": best_ranking["ndcg_at_k"],
+                **{f"seconds_{step}": s for step, s in timings.items()},
+            }
+        )
+
+        def save_ranking(folder: Path) -> None:
+            models.ranking.save(folder / "evaluation")
+            models.serving.save(folder / "serving")
+
+        ranking_version = registry.log_model(namespace, RANKING_MODEL, save_ranking, example)
+        rating_version = registry.log_model(namespace, RATING_MODEL, models.rating.save, example)
+        for kind, version in ((RANKING_MODEL, ranking_version), (RATING_MODEL, rating_version)):
+            registry.tag_version(namespace, kind, version, tags)
+    return {
+        "mlflow_run_id": run.info.run_id,
+        "ranking_model_version": ranking_version,
+        "rating_model_version": rating_version,
+    }

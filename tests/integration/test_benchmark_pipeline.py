@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from movielens_als import registry, tables
 from movielens_als.evaluate import evaluate
+from movielens_als.promote import promote
 from movielens_als.recommend import recommend
 from movielens_als.splits import split
 from movielens_als.train import train
@@ -39,34 +41,39 @@ def classic(spark, landed_ml100k):
     result = split(spark, namespace, "benchmark")
     run_id = train(spark, namespace, storage, grid=GRID).details["run_id"]
     evaluate(spark, namespace, storage, run_id=run_id, k=10)
-    recommend(spark, namespace, storage, run_id=run_id)
+    assert promote(spark, namespace, run_id=run_id).details["decision"] == "first"
+    recommend(spark, namespace)
     return namespace, run_id, result
 
 
 @pytest.fixture(scope="module")
 def connect_run(movielens_100k, tmp_path_factory):
-    """`movielens-als run` with SPARK_REMOTE=local, as a user runs it: (home, stdout)."""
+    """`movielens-als run` with SPARK_REMOTE=local, as a user runs it, queried by `movielens-als sql` from another
+    process while it trains: (home, run stdout, the counts the queries printed)."""
     home = tmp_path_factory.mktemp("connect_home")
     env = {**os.environ, "SPARK_REMOTE": "local", "MOVIELENS_ALS_HOME": str(home)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "movielens_als.cli",
-        "run",
-        "--source",
-        str(movielens_100k),
-        "--home",
-        str(home),
-        "--param",
-        f"grid={json.dumps(GRID)}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return home, proc.stdout
+    cmd = [sys.executable, "-m", "movielens_als.cli", "run", "--source", str(movielens_100k), "--home", str(home),
+           "--param", f"grid={json.dumps(GRID)}"]  # fmt: skip
+    dag = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, counts = [], []
+    for line in dag.stdout:
+        lines.append(line)
+        if line.startswith("[1/6] land") and "FAILED" not in line:
+            # A reader while the DAG writes: a classic session of its own on the same home.
+            query = [sys.executable, "-m", "movielens_als.cli", "sql", "SELECT count(*) AS n FROM ratings",
+                     "--format", "csv", "--home", str(home)]  # fmt: skip
+            for _ in range(2):
+                reader_env = {k: v for k, v in env.items() if k != "SPARK_REMOTE"}
+                done = subprocess.run(query, cwd=REPO, env=reader_env, capture_output=True, text=True, timeout=300)
+                counts.append((done.returncode, done.stdout.strip(), done.stderr[-2000:]))
+    dag.wait(timeout=1500)
+    stdout = "".join(lines)
+    assert dag.returncode == 0, stdout[-6000:]
+    return home, stdout, counts
 
 
 def connect_table(spark, home: Path, name: str):
-    """A table the Connect run wrote, read by its Delta path (that process's metastore is its own)."""
+    """A table the Connect run wrote, read by its Delta path (that process's catalog is its own)."""
     return spark.read.format("delta").load(str(home / "warehouse" / "movielens.db" / name))
 
 
@@ -82,11 +89,20 @@ def test_classic_pipeline_beats_the_quickstart_baseline(spark, classic):
 
 
 def test_connect_run_succeeds_and_its_als_checkpoints_on_the_server(connect_run):
-    home, stdout = connect_run
-    for task in ("land", "split", "train", "evaluate", "recommend", "publish"):
+    home, stdout, _ = connect_run
+    for task in ("land", "split", "train", "evaluate", "promote", "recommend", "publish"):
         assert f"] {task} " in stdout and "FAILED" not in stdout, stdout
     # maxIter 20 trained because the server's ALS cut its lineage into the lakehouse's checkpoint dir.
     assert any((home / "checkpoints").iterdir())
+
+
+def test_sql_from_another_process_reads_the_tables_while_the_dag_runs(connect_run):
+    """No shared metastore to lock: the reader registers the Delta tables it finds and sees the committed rows."""
+    _, stdout, counts = connect_run
+    assert counts, "the land task never finished"
+    for code, out, err in counts:
+        assert (code, out.splitlines()) == (0, ["n", "100000"]), err
+    assert "[6/6] publish" in stdout
 
 
 def test_connect_and_classic_write_the_same_splits(spark, classic, connect_run):
@@ -123,3 +139,19 @@ def test_connect_and_classic_serve_the_same_top_10(spark, classic, connect_run):
     counts = row.first()
     assert counts["users"] == 943
     assert counts["same"] >= 0.99 * counts["users"]
+
+
+def test_a_deliberately_bad_run_is_refused_and_the_served_rows_stay(spark, landed_ml100k, classic):
+    namespace, storage = landed_ml100k.namespace, landed_ml100k.storage
+    champion = registry.version_by_alias(namespace, "ranking", registry.CHAMPION)
+    served = tables.table_version(spark, namespace, "user_recommendations")
+    bad = {"rating": {"rank": [1], "max_iter": [1], "passes": [1]}, "ranking": {"rank": [1], "max_iter": [1]}}
+    run_id = train(spark, namespace, storage, grid=bad).details["run_id"]
+    evaluate(spark, namespace, storage, run_id=run_id, k=10)
+    decision = promote(spark, namespace, run_id=run_id)
+    assert decision.details["decision"] == "refused", decision.details["reason"]
+    assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).version == champion.version
+    assert recommend(spark, namespace).details["unchanged"] is True
+    assert tables.table_version(spark, namespace, "user_recommendations") == served
+    row = spark.table(namespace.table("promotions")).where(F.col("run_id") == run_id).first()
+    assert row["champion_ndcg"] - row["challenger_ndcg"] > row["ndcg_tolerance"]

@@ -102,7 +102,7 @@ print(json.dumps(missing))
 def test_installed_console_script_prints_help_with_every_subcommand(installed, tmp_path):
     proc = run([installed / "movielens-als", "--help"], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    for command in ("land", "split", "train", "evaluate", "recommend", "publish", "sql", "run"):
+    for command in ("land", "split", "train", "evaluate", "promote", "recommend", "publish", "sql", "synth", "run"):
         assert command in proc.stdout
 
 

@@ -32,7 +32,7 @@ from movielens_als.bundle_config import (
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = ("dev", "prod")
-DAG = ["land", "split", "train", "evaluate", "recommend", "publish"]
+DAG = ["land", "split", "train", "evaluate", "promote", "recommend", "publish"]
 COMPUTE_KEYS = {"job_cluster_key", "libraries", "environment_key", "new_cluster", "existing_cluster_id", "description"}
 
 
@@ -166,7 +166,7 @@ def test_task_values_come_from_job_parameters_or_the_run_id(bundle):
             assert value.startswith("{{") and value.endswith("}}"), (job_key, task["task_key"], flag, value)
         assert len(argv[1:]) % 2 == 0
     train_eval_rec = {t["task_key"]: task_argv(t) for _, t in all_wheel_tasks(bundle)}
-    for key in ("train", "evaluate", "recommend"):
+    for key in ("train", "evaluate", "promote"):
         argv = train_eval_rec[key]
         assert argv[argv.index("--run-id") + 1] == "{{job.run_id}}"
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from movielens_als import models, tables
 from movielens_als import recommend as rec
+from movielens_als import registry, tables
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.factors import Factors
 
 FACTORS = T.StructType([T.StructField("id", T.IntegerType()), T.StructField("features", T.ArrayType(T.FloatType()))])
 TOP_N = T.StructType(
@@ -211,7 +213,8 @@ def _land_tiny(spark, namespace):
     return rows
 
 
-def _train_tiny(spark, namespace, storage, ratings_rows, run_id="run1"):
+def _train_tiny(spark, namespace, ratings_rows, run_id="run1"):
+    """A tiny implicit ALS model registered as the ranking champion, as train and promote would leave it."""
     from pyspark.ml.recommendation import ALS
 
     df = spark.createDataFrame([(u, m, r) for u, m, r, _ in ratings_rows], "user_id INT, movie_id INT, rating DOUBLE")
@@ -226,17 +229,17 @@ def _train_tiny(spark, namespace, storage, ratings_rows, run_id="run1"):
         seed=1,
         coldStartStrategy="drop",
     ).fit(df)
-    path = models.model_dir(storage, run_id, "serving")
-    model.save(str(path))
-    now = dt.datetime(2020, 1, 2)
-    run = spark.createDataFrame(
-        [(run_id, "benchmark", "succeeded", now, now)],
-        "run_id STRING, protocol STRING, status STRING, started_at TIMESTAMP, finished_at TIMESTAMP",
-    )
-    for c in models.TRAINING_RUNS.column_names:
-        if c not in run.columns:
-            run = run.withColumn(c, F.lit(None))
-    tables.append(spark, namespace, models.TRAINING_RUNS, run)
+    factors = Factors.of(model)
+
+    def save(folder):
+        factors.save(folder / "evaluation")
+        factors.save(folder / "serving")
+
+    tags = {"movielens_als.run_id": run_id}
+    with registry.tracked_run(run_id, tags):
+        version = registry.log_model(namespace, "ranking", save, pd.DataFrame({"user_id": [1], "movie_id": [1]}))
+    registry.tag_version(namespace, "ranking", version, tags)
+    registry.set_alias(namespace, "ranking", registry.CHAMPION, version)
     return model
 
 
@@ -251,19 +254,19 @@ def _brute_force(model, ratings_rows, users, n):
     return out
 
 
-def test_recommend_writes_top_n_for_active_users_excluding_rated_movies(spark, namespace, storage):
+def test_recommend_writes_top_n_for_active_users_excluding_rated_movies(spark, namespace):
     rows = _land_tiny(spark, namespace)
-    model = _train_tiny(spark, namespace, storage, rows)
-    result = rec.recommend(spark, namespace, storage, top_n=3, min_ratings=3, popular_min_count=2, block_size=4)
+    model = _train_tiny(spark, namespace, rows)
+    result = rec.recommend(spark, namespace, top_n=3, min_ratings=3, popular_min_count=2, block_size=4)
 
     recs = spark.table(namespace.table("user_recommendations"))
-    assert recs.columns == ["user_id", "rank", "movie_id", "score", "model_run_id", "generated_at"]
+    assert recs.columns == ["user_id", "rank", "movie_id", "score", "model_run_id", "model_version", "generated_at"]
     actual = recs.select("user_id", "rank", "movie_id", "score").orderBy("user_id", "rank")
     # The table's NOT NULL columns: chispa's approx comparison does not pass ignore_nullable on.
     expected = spark.createDataFrame(_brute_force(model, rows, [1, 2, 3, 4, 5], 3), actual.schema)  # user 6: too few
     assert_approx_df_equality(actual, expected, 1e-6)
-    assert recs.select("model_run_id", "generated_at").distinct().count() == 1
-    assert recs.first()["model_run_id"] == "run1"
+    assert recs.select("model_run_id", "model_version", "generated_at").distinct().count() == 1
+    assert (recs.first()["model_run_id"], recs.first()["model_version"]) == ("run1", result.details["model_version"])
     assert result.rows["user_recommendations"] == 15
     assert result.details["run_id"] == "run1"
     popular = spark.table(namespace.table("popular_movies"))
@@ -271,34 +274,40 @@ def test_recommend_writes_top_n_for_active_users_excluding_rated_movies(spark, n
     similar = spark.table(namespace.table("similar_movies"))
     assert similar.where("movie_id = similar_movie_id").count() == 0
     assert similar.groupBy("movie_id").count().where("count != 3").count() == 0
+    # Nothing it is computed from has changed: the served tables keep their rows and Delta versions.
+    versions = {t: tables.table_version(spark, namespace, t) for t in ("user_recommendations", "similar_movies")}
+    again = rec.recommend(spark, namespace, top_n=3, min_ratings=3, popular_min_count=2, block_size=4)
+    assert again.details["unchanged"] is True
+    assert {t: tables.table_version(spark, namespace, t) for t in versions} == versions
+    assert not rec.recommend(spark, namespace, top_n=2, min_ratings=3, popular_min_count=2).details["unchanged"]
 
 
-def test_recommend_rejects_bad_input_and_leaves_tables_unchanged(spark, namespace, storage):
+RECS = (
+    "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, model_version BIGINT, "
+    "generated_at TIMESTAMP"
+)
+
+
+def test_recommend_rejects_bad_input_and_leaves_tables_unchanged(spark, namespace):
     _land_tiny(spark, namespace)
-    previous = spark.createDataFrame(
-        [(1, 1, 3, 0.5, "run0", dt.datetime(2020, 1, 1))],
-        "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, generated_at TIMESTAMP",
-    )
+    previous = spark.createDataFrame([(1, 1, 3, 0.5, "run0", 1, dt.datetime(2020, 1, 1))], RECS)
     tables.overwrite(spark, namespace, rec.USER_RECOMMENDATIONS, previous)
     version = tables.table_version(spark, namespace, "user_recommendations")
     for bad in (0, 101):
         with pytest.raises(MovieLensAlsError, match="top_n"):
-            rec.recommend(spark, namespace, storage, top_n=bad)
+            rec.recommend(spark, namespace, top_n=bad)
     with pytest.raises(MovieLensAlsError, match="min_ratings"):
-        rec.recommend(spark, namespace, storage, min_ratings=-1)
-    with pytest.raises(MovieLensAlsError, match="no training runs"):
-        rec.recommend(spark, namespace, storage)
+        rec.recommend(spark, namespace, min_ratings=-1)
+    with pytest.raises(MovieLensAlsError, match="no champion model"):
+        rec.recommend(spark, namespace)
     assert tables.table_version(spark, namespace, "user_recommendations") == version
 
 
-def test_failure_mid_write_leaves_previous_recommendations_readable_and_unchanged(
-    spark, namespace, storage, monkeypatch
-):
+def test_failure_mid_write_leaves_previous_recommendations_readable_and_unchanged(spark, namespace, monkeypatch):
     rows = _land_tiny(spark, namespace)
-    _train_tiny(spark, namespace, storage, rows)
+    _train_tiny(spark, namespace, rows)
     previous = spark.createDataFrame(
-        [(1, 1, 5, 0.5, "run0", dt.datetime(2020, 1, 1)), (5, 1, 3, 0.4, "run0", dt.datetime(2020, 1, 1))],
-        "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, generated_at TIMESTAMP",
+        [(1, 1, 5, 0.5, "run0", 1, dt.datetime(2020, 1, 1)), (5, 1, 3, 0.4, "run0", 1, dt.datetime(2020, 1, 1))], RECS
     )
     tables.overwrite(spark, namespace, rec.USER_RECOMMENDATIONS, previous)  # an earlier run's table
     name = namespace.table("user_recommendations")
@@ -320,7 +329,7 @@ def test_failure_mid_write_leaves_previous_recommendations_readable_and_unchange
 
     monkeypatch.setattr(rec, "top_n_fn", failing_top_n)
     with pytest.raises(Exception, match="injected failure"):
-        rec.recommend(spark, namespace, storage, top_n=3, min_ratings=3, popular_min_count=2)
+        rec.recommend(spark, namespace, top_n=3, min_ratings=3, popular_min_count=2)
 
     assert tables.table_version(spark, namespace, "user_recommendations") == version
     after = spark.table(name).orderBy("user_id", "rank")

@@ -143,7 +143,7 @@ def test_train_ignores_test_rows_and_records_the_run(spark, namespace, storage):
         "blend",
         "refit",
         "serving_refit",
-        "save",
+        "log_models",
     }
     assert len(json.loads(runs["run_a"]["validation_metrics"])) == 1 + 1 + 1 + 2  # bias, rating ALS, blend, 2 ranking
     with pytest.raises(MovieLensAlsError, match="already exists"):

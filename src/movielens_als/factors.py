@@ -1,0 +1,56 @@
+"""An ALS model as data: its user and item factor tables, which is all that scoring needs.
+
+Spark ML's ``ALSModel`` lives in the Spark server (a JVM object, or a Spark Connect ML cache
+entry) and saves through Spark's own writers; the factor tables are plain rows, the same on
+classic Spark and Spark Connect, small beside the ratings (one row per user and per movie), and
+storable as Parquet in an MLflow model. ``transform`` is ALS's prediction, a dot product of the
+two factor vectors, with NULL where either id is unknown (ALS's ``coldStartStrategy="nan"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from movielens_als.columns import ITEM, PREDICTION, USER
+
+FACTORS_DDL = "id INT, features ARRAY<FLOAT>"
+
+
+@dataclass
+class Factors:
+    users: DataFrame  # id INT, features ARRAY<FLOAT>
+    items: DataFrame
+
+    @classmethod
+    def of(cls, model: ALSModel) -> Factors:
+        return cls(model.userFactors, model.itemFactors)
+
+    def transform(self, df: DataFrame, out: str = PREDICTION) -> DataFrame:
+        """``df`` with ``out``: the dot product of its user's and movie's factors (NULL for an unknown id)."""
+        users = self.users.select(F.col("id").alias(USER), F.col("features").alias("_u"))
+        items = self.items.select(F.col("id").alias(ITEM), F.col("features").alias("_i"))
+        products = F.zip_with("_u", "_i", lambda a, b: a.cast("double") * b.cast("double"))
+        dot = F.aggregate(products, F.lit(0.0).cast("double"), lambda acc, x: acc + x)
+        return df.join(users, USER, "left").join(items, ITEM, "left").withColumn(out, dot).drop("_u", "_i")
+
+    def save(self, folder: Path) -> None:
+        """``users.parquet`` and ``items.parquet`` in ``folder``: catalogue-sized tables, not ratings-sized."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, df in (("users", self.users), ("items", self.items)):
+            df.select(F.col("id").cast("int"), F.col("features").cast("array<float>")).toPandas().to_parquet(
+                folder / f"{name}.parquet", index=False
+            )
+
+    @classmethod
+    def load(cls, spark: SparkSession, folder: Path) -> Factors:
+        def table(name: str) -> DataFrame:
+            pdf = pd.read_parquet(folder / f"{name}.parquet")
+            return spark.createDataFrame(pdf, FACTORS_DDL)
+
+        return cls(table("users"), table("items"))

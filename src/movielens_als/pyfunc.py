@@ -1,0 +1,75 @@
+"""The two models as MLflow pyfunc models: pandas and numpy over the saved factor tables, no Spark needed.
+
+``predict`` takes (user_id, movie_id) rows and returns ``prediction``: the ranking model's
+preference score (the serving factors' dot product) or the rating model's blended, clipped
+rating, the same numbers Spark computes from the same files. Unknown ids score NaN (ranking) or
+fall back to the biases they have (rating), as in Spark.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from movielens_als.columns import ITEM, PREDICTION, USER
+
+
+def _factors(folder: Path) -> tuple[dict[int, int], np.ndarray, dict[int, int], np.ndarray]:
+    def table(name: str) -> tuple[dict[int, int], np.ndarray]:
+        pdf = pd.read_parquet(folder / f"{name}.parquet")
+        matrix = np.stack(pdf["features"].to_numpy()).astype(np.float64) if len(pdf) else np.zeros((0, 0))
+        return {int(i): row for row, i in enumerate(pdf["id"])}, matrix
+
+    users, u = table("users")
+    items, i = table("items")
+    return users, u, items, i
+
+
+def _dot(model_input: pd.DataFrame, factors) -> np.ndarray:
+    """Dot products of each row's user and movie factors; NaN where either is unknown."""
+    users, u, items, i = factors
+    rows = np.array([users.get(int(x), -1) for x in model_input[USER]])
+    cols = np.array([items.get(int(x), -1) for x in model_input[ITEM]])
+    out = np.full(len(model_input), np.nan)
+    known = (rows >= 0) & (cols >= 0)
+    out[known] = np.einsum("ij,ij->i", u[rows[known]], i[cols[known]])
+    return out
+
+
+class RankingPyfunc(mlflow.pyfunc.PythonModel):
+    """The serving factors: what ``recommend`` ranks with."""
+
+    def load_context(self, context) -> None:
+        self.factors = _factors(Path(context.artifacts["model"]) / "serving")
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return pd.DataFrame({PREDICTION: _dot(model_input, self.factors)})
+
+
+class RatingPyfunc(mlflow.pyfunc.PythonModel):
+    """Baseline + residual factors, blended with the ranking score and clipped to the rating scale."""
+
+    def load_context(self, context) -> None:
+        folder = Path(context.artifacts["model"])
+        self.meta = json.loads((folder / "baseline" / "baseline.json").read_text())
+        self.blend = json.loads((folder / "blend.json").read_text())
+        self.user_bias = pd.read_parquet(folder / "baseline" / "user_bias.parquet").set_index(USER)["user_bias"]
+        self.item_bias = pd.read_parquet(folder / "baseline" / "item_bias.parquet").set_index(ITEM)["item_bias"]
+        self.residual = _factors(folder / "residual")
+        self.implicit = _factors(folder / "implicit")
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        baseline = (
+            self.meta["global_mean"]
+            + model_input[USER].map(self.user_bias).fillna(0.0).to_numpy()
+            + model_input[ITEM].map(self.item_bias).fillna(0.0).to_numpy()
+        )
+        explicit = baseline + np.nan_to_num(_dot(model_input, self.residual))
+        score = np.nan_to_num(_dot(model_input, self.implicit))
+        b = self.blend
+        value = b["intercept"] + b["explicit"] * explicit + b["implicit"] * score
+        return pd.DataFrame({PREDICTION: np.clip(value, self.meta["rating_min"], self.meta["rating_max"])})

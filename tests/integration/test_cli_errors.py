@@ -1,0 +1,65 @@
+"""Failures a user can cause or meet, through the real CLI: one `error:` line, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(args: list[str], home: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "MOVIELENS_ALS_DEBUG")}
+    return subprocess.run(
+        [sys.executable, "-m", "movielens_als.cli", *args],
+        cwd=REPO,
+        env={**base, "MOVIELENS_ALS_HOME": str(home), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_one_error_line(done: subprocess.CompletedProcess, code: int, starts: str) -> None:
+    output = done.stdout + done.stderr
+    assert done.returncode == code, output[-3000:]
+    assert "Traceback" not in output and "\tat org.apache" not in output, output[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(starts), done.stderr[-3000:]
+
+
+def no_java_env(tmp_path: Path) -> dict:
+    """PATH with this Python but no java, and no JAVA_HOME: what a machine without Java looks like."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "sh", "dirname", "uname", "ps", "env", "readlink", "head", "sed", "grep", "cat", "tr"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    return {"PATH": str(bin_dir), "JAVA_HOME": ""}
+
+
+def test_errors_caught_before_spark_starts(tmp_path):
+    home = tmp_path / "home"
+    assert_one_error_line(cli(["--remote", "http://x", "sql", "SELECT 1"], home), 2, "error: --remote 'http://x'")
+    assert_one_error_line(cli(["land", "--schema", "x;drop"], home), 2, "error: invalid schema 'x;drop'")
+    assert_one_error_line(cli(["synth", "--ratings", "5", "--out", str(tmp_path / "s")], home), 2, "error: ")
+    assert_one_error_line(cli(["run", "--param", "nope=1"], home), 2, "error: --param nope")
+
+
+def test_java_missing_is_one_line(tmp_path):
+    done = cli(["sql", "SELECT 1"], tmp_path / "home", env=no_java_env(tmp_path))
+    assert_one_error_line(done, 2, "error: Spark could not start Java")
+
+
+def test_missing_schema_and_missing_training_run_are_one_line(tmp_path):
+    home = tmp_path / "home"
+    assert_one_error_line(cli(["sql", "SELECT * FROM ratings"], home), 2, "error: schema spark_catalog.movielens")
+    assert_one_error_line(cli(["evaluate"], home), 2, "error: no training runs")
