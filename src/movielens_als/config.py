@@ -83,6 +83,7 @@ class Train:
     protocol: str = option("benchmark", "split protocol trained on", choices=tuple(PROTOCOLS), variable="protocol")
     run_id: str | None = option(None, "id for this training run (default: generated)")
     grid: str | None = option(None, "hyperparameter grid as JSON (default: the built-in grid)", variable="als_grid")
+    experiment: str | None = option(None, "MLflow experiment (default: movielens_als; on Databricks the bundle's)")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pyspark.ml.recommendation import ALSModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from movielens_als import tables
@@ -39,7 +39,6 @@ from movielens_als.ranking_model import model_top_k
 from movielens_als.spark import ensure_checkpoint_dir
 from movielens_als.splits import TEST, TRAIN, VALIDATION, read_splits
 from movielens_als.task import TaskResult
-from movielens_als.topk import top_k_fn
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +58,29 @@ def fit_quickstart_baseline(train_df: DataFrame) -> ALSModel:
 
 
 def popularity_top_k(train_df: DataFrame, users: DataFrame, k: int) -> DataFrame:
-    """Each user's ``k`` most rated movies they have not rated: the non-personalised baseline, ranked by the
-    same top-k (a one-dimensional dot product, user 1 x movie count)."""
-    counts = train_df.groupBy(ITEM).agg(F.count(F.lit(1)).cast("float").alias("n"))
-    right = counts.select(F.col(ITEM).alias("id"), F.array("n").alias("features"))
-    left = users.select(F.col(USER).alias("id"), F.array(F.lit(1.0).cast("float")).alias("features"))
-    seen = train_df.select(F.col(USER).alias("left_id"), F.col(ITEM).alias("right_id"))
-    return top_k_fn(left, right, k, excluded=seen).select(
-        F.col("left_id").alias(USER), F.col("right_id").alias(ITEM), "score", "rank"
+    """Each user's ``k`` most rated movies they have not rated, ties by movie id: the non-personalised baseline.
+
+    Scoring every movie for every user (the ALS top-k) would cost users x movies for a ranking that is
+    the same for all; a user's best unseen movies are among the first ``k + seen`` of the one popularity
+    list, so each user looks only that far: rows in proportion to the ratings.
+    """
+    counts = train_df.groupBy(ITEM).agg(F.count(F.lit(1)).alias("score"))
+    by_popularity = Window.orderBy(F.desc("score"), F.col(ITEM))  # catalogue-sized: one ordered window
+    ranked = counts.withColumn("position", F.row_number().over(by_popularity))
+    seen = train_df.groupBy(USER).agg(F.count(F.lit(1)).alias("n_seen"))
+    depth = F.lit(k) + F.coalesce(F.col("n_seen"), F.lit(0))
+    wanted = (
+        users.select(USER)
+        .distinct()
+        .join(seen, USER, "left")
+        .select(USER, F.explode(F.sequence(F.lit(1), depth)).alias("position"))
+    )
+    unseen = wanted.join(F.broadcast(ranked), "position").join(train_df.select(USER, ITEM), [USER, ITEM], "left_anti")
+    per_user = Window.partitionBy(USER).orderBy("position")
+    return (
+        unseen.withColumn("rank", F.row_number().over(per_user).cast("int"))
+        .where(F.col("rank") <= k)
+        .select(USER, ITEM, F.col("score").cast("double"), "rank")
     )
 
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from movielens_als.columns import ITEM, PREDICTION, USER
-
-FACTORS_DDL = "id INT, features ARRAY<FLOAT>"
 
 
 @dataclass
@@ -49,8 +47,13 @@ class Factors:
 
     @classmethod
     def load(cls, spark: SparkSession, folder: Path) -> Factors:
-        def table(name: str) -> DataFrame:
-            pdf = pd.read_parquet(folder / f"{name}.parquet")
-            return spark.createDataFrame(pdf, FACTORS_DDL)
+        types = {"id": "int", "features": "array<float>"}
+        return cls(
+            read_parquet(spark, folder / "users.parquet", types), read_parquet(spark, folder / "items.parquet", types)
+        )
 
-        return cls(table("users"), table("items"))
+
+def read_parquet(spark: SparkSession, path: Path, types: dict[str, str]) -> DataFrame:
+    """A small local Parquet file as a DataFrame with these column types, sent through Arrow (classic and
+    Spark Connect alike)."""
+    return spark.createDataFrame(pq.read_table(path)).select(*[F.col(c).cast(t) for c, t in types.items()])

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from movielens_als.als import als_estimator, fit_als
 from movielens_als.columns import ITEM, PREDICTION, RATING, USER
 from movielens_als.errors import MovieLensAlsError
-from movielens_als.factors import Factors
+from movielens_als.factors import Factors, read_parquet
 
 
 @dataclass
@@ -54,8 +53,8 @@ class BiasBaseline:
     @classmethod
     def load(cls, spark: SparkSession, folder: Path) -> BiasBaseline:
         meta = json.loads((folder / "baseline.json").read_text())
-        users = spark.createDataFrame(pd.read_parquet(folder / "user_bias.parquet"), f"{USER} INT, user_bias DOUBLE")
-        items = spark.createDataFrame(pd.read_parquet(folder / "item_bias.parquet"), f"{ITEM} INT, item_bias DOUBLE")
+        users = read_parquet(spark, folder / "user_bias.parquet", {USER: "int", "user_bias": "double"})
+        items = read_parquet(spark, folder / "item_bias.parquet", {ITEM: "int", "item_bias": "double"})
         return cls(meta["global_mean"], users, items, meta["rating_min"], meta["rating_max"])
 
 

@@ -132,7 +132,7 @@ def test_schema_check_reports_a_wrong_key_at_its_path(bundle, schema_validator):
 # ---------------------------------------------------------------- the job as the issue specifies
 
 
-def test_job_runs_the_six_tasks_in_dag_order_on_both_computes(bundle):
+def test_job_runs_the_seven_tasks_in_dag_order_on_both_computes(bundle):
     for job in jobs_of(bundle).values():
         assert [t["task_key"] for t in topological_order(job["tasks"])] == DAG
         deps = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in job["tasks"]}
@@ -141,7 +141,8 @@ def test_job_runs_the_six_tasks_in_dag_order_on_both_computes(bundle):
             "split": ["land"],
             "train": ["split"],
             "evaluate": ["train"],
-            "recommend": ["evaluate"],
+            "promote": ["evaluate"],
+            "recommend": ["promote"],
             "publish": ["recommend"],
         }
 

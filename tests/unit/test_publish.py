@@ -28,14 +28,15 @@ def served(spark, namespace):
     spark.createDataFrame(ratings, "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP").writeTo(
         namespace.table("ratings")
     ).using("delta").create()
-    stamp = ("run1", T0)
+    stamp = ("run1", 1, T0)
     tables.overwrite(
         spark,
         namespace,
         rec.USER_RECOMMENDATIONS,
         spark.createDataFrame(
             [(1, 1, 5, 0.9) + stamp, (1, 2, 3, 0.8) + stamp, (1, 3, 6, 0.7) + stamp],
-            "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, generated_at TIMESTAMP",
+            "user_id INT, rank INT, movie_id INT, score DOUBLE, model_run_id STRING, model_version BIGINT, "
+            "generated_at TIMESTAMP",
         ),
     )
     popular = [
@@ -53,7 +54,7 @@ def served(spark, namespace):
         spark.createDataFrame(
             [(g, r, m, 10, s, s) + stamp for g, r, m, s in popular],
             "genre STRING, rank INT, movie_id INT, num_ratings BIGINT, avg_rating DOUBLE, score DOUBLE, "
-            "model_run_id STRING, generated_at TIMESTAMP",
+            "model_run_id STRING, model_version BIGINT, generated_at TIMESTAMP",
         ),
     )
     tables.overwrite(
@@ -63,7 +64,7 @@ def served(spark, namespace):
         spark.createDataFrame(
             [(1, 1, 3, 0.95) + stamp, (1, 2, 5, 0.5) + stamp, (2, 1, 4, 0.9) + stamp],
             "movie_id INT, rank INT, similar_movie_id INT, similarity DOUBLE, model_run_id STRING, "
-            "generated_at TIMESTAMP",
+            "model_version BIGINT, generated_at TIMESTAMP",
         ),
     )
     return namespace
