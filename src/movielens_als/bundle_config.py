@@ -15,7 +15,6 @@ Everything here is pure: no Spark, no side effects.
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from movielens_als.errors import MovieLensAlsError
+from movielens_als.bundle_resolver import BundleError, Resolver, scalar
 from movielens_als.ids import new_run_id
 from movielens_als.names import LOCAL_CATALOG
 
@@ -39,13 +38,7 @@ _KEYED_SEQUENCES = {"tasks": "task_key", "job_clusters": "job_cluster_key", "env
 # Top-level sections a target may override (mode/default/run_as/... only matter on Databricks).
 _TARGET_SECTIONS = ("bundle", "workspace", "artifacts", "resources", "sync", "permissions", "presets", "run_as")
 
-_BUNDLE_REF = re.compile(r"\$\{([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*|\[\d+\])*)\}")
 _DYNAMIC_REF = re.compile(r"\{\{\s*([A-Za-z_][\w.\-]*)\s*\}\}")
-_PATH_PART = re.compile(r"[^.\[\]]+|\[\d+\]")
-
-
-class BundleError(MovieLensAlsError):
-    """The bundle configuration cannot be read, resolved or run locally."""
 
 
 @dataclass(frozen=True)
@@ -169,102 +162,6 @@ def _target_variable(spec: Mapping, value: Any) -> dict:
     return {"default": value}
 
 
-# --------------------------------------------------------------------------- ${...} resolution
-
-
-class Resolver:
-    """Resolves ``${var.x}``, ``${bundle.*}``, ``${resources.*}``, ``${workspace.current_user.*}``
-    lazily, only for the values asked for (a prod-only variable never has to have a value)."""
-
-    def __init__(
-        self,
-        config: Mapping,
-        variables: Mapping[str, Any] | None = None,
-        env: Mapping[str, str] | None = None,
-        user: str | None = None,
-        target: str | None = None,
-    ):
-        self.config = config
-        self.target = target
-        self.variables = dict(variables or {})  # highest precedence, like `--var`
-        self.env = os.environ if env is None else env
-        self.user = user or getpass.getuser()
-        self._stack: list[str] = []
-
-    def variable(self, name: str) -> Any:
-        if name in self.variables:
-            return self.resolve(self.variables[name])
-        spec = (self.config.get("variables") or {}).get(name)
-        if spec is None:
-            raise BundleError(f"${{var.{name}}} is not declared in the bundle")
-        if f"BUNDLE_VAR_{name}" in self.env:
-            return self.env[f"BUNDLE_VAR_{name}"]
-        if "default" in spec:
-            return self.resolve(spec["default"])
-        if "lookup" in spec:
-            raise BundleError(f"variable {name!r} is a workspace lookup: set it with --param or BUNDLE_VAR_{name}")
-        raise BundleError(f"variable {name!r} has no value: set BUNDLE_VAR_{name}")
-
-    def reference(self, path: str) -> Any:
-        if path in self._stack:
-            raise BundleError(f"circular reference: {' -> '.join([*self._stack, path])}")
-        self._stack.append(path)
-        try:
-            parts = _PATH_PART.findall(path)
-            head = parts[0]
-            if head == "var":
-                value = self.variable(parts[1])
-                return _walk(value, parts[2:], path)
-            if parts[:2] == ["workspace", "current_user"] and len(parts) == 3:
-                return self._current_user(parts[2])
-            if parts == ["bundle", "target"] and self.target is not None:
-                return self.target
-            return self.resolve(_walk(self.config, parts, path))
-        finally:
-            self._stack.pop()
-
-    def _current_user(self, attribute: str) -> str:
-        short = re.sub(r"[^\w]", "_", self.user.split("@")[0]).lower()
-        values = {"userName": self.user, "short_name": short, "domain_friendly_name": short}
-        if attribute not in values:
-            raise BundleError(f"${{workspace.current_user.{attribute}}} has no local value")
-        return values[attribute]
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, str):
-            whole = _BUNDLE_REF.fullmatch(value)
-            if whole:  # a whole-string reference keeps its type (complex variables stay mappings)
-                return self.reference(whole.group(1))
-            return _BUNDLE_REF.sub(lambda m: _scalar(self.reference(m.group(1)), m.group(0)), value)
-        if isinstance(value, Mapping):
-            return {k: self.resolve(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.resolve(v) for v in value]
-        return value
-
-
-def _walk(value: Any, parts: Sequence[str], path: str) -> Any:
-    for part in parts:
-        if part.startswith("[") and isinstance(value, list):
-            i = int(part[1:-1])
-            if i >= len(value):
-                raise BundleError(f"${{{path}}}: index {i} out of range")
-            value = value[i]
-        elif isinstance(value, Mapping) and part in value:
-            value = value[part]
-        else:
-            raise BundleError(f"${{{path}}} does not exist in the bundle")
-    return value
-
-
-def _scalar(value: Any, ref: str) -> str:
-    if isinstance(value, (Mapping, list)):
-        raise BundleError(f"{ref} is a complex value and cannot be part of a string")
-    if isinstance(value, bool):
-        return str(value).lower()
-    return "" if value is None else str(value)
-
-
 # --------------------------------------------------------------------------- the job
 
 
@@ -300,7 +197,7 @@ def job_parameter_defaults(job: Mapping, resolver: Resolver) -> dict[str, str]:
     """The job's parameters with their defaults resolved to strings."""
     params = {}
     for p in job.get("parameters") or []:
-        params[p["name"]] = _scalar(resolver.resolve(p.get("default", "")), f"job parameter {p['name']}")
+        params[p["name"]] = scalar(resolver.resolve(p.get("default", "")), f"job parameter {p['name']}")
     return params
 
 
@@ -394,7 +291,7 @@ def plan_job(
         params["source"] = source
     params = apply_overrides(params, overrides)
     run_id = run_id or new_run_id("local-")
-    job_name = _scalar(resolver.resolve(job_spec.get("name", job)), "job name")
+    job_name = scalar(resolver.resolve(job_spec.get("name", job)), "job name")
     planned = []
     for task in topological_order(job_spec.get("tasks") or []):
         if task.get("disabled"):

@@ -19,6 +19,7 @@ from movielens_als.runner import run_job
 from movielens_als.sql import run_sql
 from movielens_als.synth import synthesize
 from movielens_als.tasks import build_parser, execute
+from movielens_als.warehouse import run_warehouse_sql
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -37,9 +38,20 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "sql":
         namespace = Namespace(args.catalog, args.schema)  # validates before any Spark work
-        output = run_sql(
-            open_lakehouse(args.home, remote=args.remote), namespace, args.query, fmt=args.format, limit=args.limit
-        )
+        if args.warehouse:  # a Databricks SQL warehouse runs it: no local Spark is started
+            output = run_warehouse_sql(
+                args.warehouse,
+                namespace,
+                args.query,
+                fmt=args.format,
+                limit=args.limit,
+                profile=args.profile,
+                timeout=args.timeout,
+            )
+        else:
+            output = run_sql(
+                open_lakehouse(args.home, remote=args.remote), namespace, args.query, fmt=args.format, limit=args.limit
+            )
         print(output.text)
         if output.note:
             print(output.note, file=sys.stderr)

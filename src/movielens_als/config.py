@@ -135,6 +135,11 @@ class Sql:
     limit: int | None = option(
         None, "most rows printed (default: 1000 for table, every row for json and csv)", kind=int
     )
+    warehouse: str | None = option(
+        None, "Databricks SQL warehouse id: run there, not on local Spark (auth: DATABRICKS_HOST/_TOKEN or --profile)"
+    )
+    profile: str | None = option(None, "~/.databrickscfg profile for --warehouse (default: the SDK's)")
+    timeout: int = option(600, "seconds --warehouse waits for each statement before canceling it")
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
     ),
     "recommend": ("top-N per user from the champion, cold-start fallback and similar movies", (Common, Recommend)),
     "publish": ("create the SQL views from jobs/sql", (Common, Publish)),
-    "sql": ("run SQL against the lakehouse, as on Databricks", (Common, Sql)),
+    "sql": ("run SQL against the lakehouse, or on a Databricks SQL warehouse (--warehouse)", (Common, Sql)),
     "synth": ("write a MovieLens-shaped synthetic csv release (ml-25m's shape, scaled to --ratings)", (Synth,)),
 }
 

@@ -41,8 +41,8 @@ class Factors:
         """``users.parquet`` and ``items.parquet`` in ``folder``: catalogue-sized tables, not ratings-sized."""
         folder.mkdir(parents=True, exist_ok=True)
         for name, df in (("users", self.users), ("items", self.items)):
-            df.select(F.col("id").cast("int"), F.col("features").cast("array<float>")).toPandas().to_parquet(
-                folder / f"{name}.parquet", index=False
+            write_parquet(
+                df.select(F.col("id").cast("int"), F.col("features").cast("array<float>")), folder / f"{name}.parquet"
             )
 
     @classmethod
@@ -51,6 +51,12 @@ class Factors:
         return cls(
             read_parquet(spark, folder / "users.parquet", types), read_parquet(spark, folder / "items.parquet", types)
         )
+
+
+def write_parquet(df: DataFrame, path: Path) -> None:
+    """A catalogue-sized DataFrame as one local Parquet file. Through Arrow rather than pandas: Spark Connect's
+    ``toPandas`` puts plan metrics in ``DataFrame.attrs``, which pandas cannot write as Parquet metadata."""
+    pq.write_table(df.toArrow(), path)
 
 
 def read_parquet(spark: SparkSession, path: Path, types: dict[str, str]) -> DataFrame:

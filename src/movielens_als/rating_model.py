@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from movielens_als.als import als_estimator, fit_als
 from movielens_als.columns import ITEM, PREDICTION, RATING, USER
 from movielens_als.errors import MovieLensAlsError
-from movielens_als.factors import Factors, read_parquet
+from movielens_als.factors import Factors, read_parquet, write_parquet
 
 
 @dataclass
@@ -45,8 +45,8 @@ class BiasBaseline:
     def save(self, folder: Path) -> None:
         """Bias tables as Parquet and the scalars as JSON: one row per user and per movie, not per rating."""
         folder.mkdir(parents=True, exist_ok=True)
-        self.user_bias.toPandas().to_parquet(folder / "user_bias.parquet", index=False)
-        self.item_bias.toPandas().to_parquet(folder / "item_bias.parquet", index=False)
+        write_parquet(self.user_bias, folder / "user_bias.parquet")
+        write_parquet(self.item_bias, folder / "item_bias.parquet")
         scalars = {"global_mean": self.global_mean, "rating_min": self.rating_min, "rating_max": self.rating_max}
         (folder / "baseline.json").write_text(json.dumps(scalars))
 

@@ -1,7 +1,8 @@
 """``movielens-als sql``: run SQL against the lakehouse as on Databricks, printed as a table, JSON or CSV.
 
 The current catalog and schema are set to the namespace, so the unqualified names of the README
-queries resolve exactly as in a Databricks SQL editor with that schema selected.
+queries resolve exactly as in a Databricks SQL editor with that schema selected. With ``--warehouse``
+the query runs on a Databricks SQL warehouse instead (:mod:`movielens_als.warehouse`), printed by the same code.
 """
 
 from __future__ import annotations
@@ -110,10 +111,7 @@ def run_sql(
     ``limit`` None means every row for the machine formats (an export is never cut silently) and
     ``TABLE_LIMIT`` rows for the table a person reads; any cut is said in ``note``.
     """
-    if fmt not in SQL_FORMATS:
-        raise MovieLensAlsError(f"invalid format {fmt!r}: expected one of {', '.join(SQL_FORMATS)}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise MovieLensAlsError(f"invalid limit {limit!r}: expected a positive integer")
+    cap = row_cap(fmt, limit)
     statements = split_statements(substitute(query, namespace))
     if not statements:
         raise MovieLensAlsError("no SQL statement given")
@@ -124,13 +122,26 @@ def run_sql(
     for statement in statements:
         df = _execute(spark, statement)
     columns = df.columns
-    cap = limit if limit is not None else (TABLE_LIMIT if fmt == "table" else None)
     if not columns:
         rows = []
     elif cap is None:
         rows = [tuple(r) for r in df.toLocalIterator()]
     else:
         rows = [tuple(r) for r in df.limit(cap + 1).collect()]
+    return format_result(columns, rows, fmt, cap)
+
+
+def row_cap(fmt: str, limit: int | None) -> int | None:
+    """Validate ``fmt`` and ``limit``; the most rows to print, None for all (see :func:`run_sql`)."""
+    if fmt not in SQL_FORMATS:
+        raise MovieLensAlsError(f"invalid format {fmt!r}: expected one of {', '.join(SQL_FORMATS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise MovieLensAlsError(f"invalid limit {limit!r}: expected a positive integer")
+    return limit if limit is not None else (TABLE_LIMIT if fmt == "table" else None)
+
+
+def format_result(columns: list[str], rows: list[tuple], fmt: str, cap: int | None) -> SqlResult:
+    """Print ``rows`` in ``fmt``; more than ``cap`` rows (fetch ``cap + 1``) means the result was cut."""
     truncated = cap is not None and len(rows) > cap
     rows = rows[:cap] if truncated else rows
     note = f"note: printed the first {cap} rows; the result has more (pass --limit N to change)" if truncated else None

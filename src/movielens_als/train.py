@@ -270,7 +270,7 @@ def _track(
     best_rating = min((s for s in scores if s.get("stage") == "als"), key=lambda s: s["rmse"])
     best_ranking = max((s for s in scores if s["model"] == "ranking"), key=lambda s: s["ndcg_at_k"])
     tags = {"movielens_als.run_id": run_id, "protocol": protocol, "ratings_version": str(ratings_version)}
-    example = rows.select(USER, ITEM).limit(5).toPandas().astype("int64")
+    example = rows.select(USER, ITEM).limit(5).toArrow().to_pandas().astype("int64")
     with registry.tracked_run(f"movielens-als-{run_id}", tags) as run:
         mlflow.log_params({f"rating.{n}": v for n, v in rating_params.items()})
         mlflow.log_params({f"rating.blend.{n}": v for n, v in blend.as_dict().items()})

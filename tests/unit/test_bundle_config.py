@@ -22,13 +22,13 @@ from jsonschema.exceptions import ValidationError, best_match
 from movielens_als import tasks
 from movielens_als.bundle_config import (
     ENTRY_POINT,
-    Resolver,
     load_bundle,
     substitute,
     target_config,
     task_argv,
     topological_order,
 )
+from movielens_als.bundle_resolver import Resolver
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = ("dev", "prod")

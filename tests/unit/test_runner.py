@@ -11,8 +11,6 @@ import pytest
 import yaml
 
 from movielens_als.bundle_config import (
-    BundleError,
-    Resolver,
     apply_overrides,
     find_bundle_root,
     load_bundle,
@@ -22,6 +20,7 @@ from movielens_als.bundle_config import (
     target_config,
     topological_order,
 )
+from movielens_als.bundle_resolver import BundleError, Resolver
 from movielens_als.ids import new_run_id
 from movielens_als.models import validate_run_id
 from movielens_als.run_summary import format_metrics, format_recommendations, summary_lines
