@@ -31,7 +31,16 @@ def notebook(source: Path) -> dict[str, float]:
     from pyspark.sql import SparkSession
     from recommenders.evaluation.spark_evaluation import SparkRankingEvaluation, SparkRatingEvaluation
 
-    spark = SparkSession.builder.master("local[*]").config("spark.ui.enabled", "false").getOrCreate()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers on this venv's Python, as the project does
+    # Without a checkpoint dir, serialising the cross join over 15 ALS iterations' lineage overflows
+    # the JVM's default 1 MB thread stack (StackOverflowError in javaToPython); the notebook's own
+    # session helper runs with more.
+    spark = (
+        SparkSession.builder.master("local[*]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.extraJavaOptions", "-Xss16m")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     steps = {"start": time.monotonic() - started}
     t = time.monotonic()

@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from movielens_als import interrupt
 from movielens_als.errors import user_error
 from movielens_als.lakehouse import open_lakehouse
 from movielens_als.names import Namespace
@@ -49,9 +50,8 @@ def dispatch(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )
         else:
-            output = run_sql(
-                open_lakehouse(args.home, remote=args.remote), namespace, args.query, fmt=args.format, limit=args.limit
-            )
+            spark = open_lakehouse(args.home, remote=args.remote, namespace=namespace)
+            output = run_sql(spark, namespace, args.query, fmt=args.format, limit=args.limit)
         print(output.text)
         if output.note:
             print(output.note, file=sys.stderr)
@@ -73,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("error: interrupted", file=sys.stderr)
         code = 130
     except Exception as exc:  # noqa: BLE001 - every failure ends in one line; --debug shows where
+        if interrupt.requested():  # Ctrl-C cancelled the Spark job this failure comes from
+            if debug:
+                traceback.print_exc()
+            print("error: interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
         message = user_error(exc)
         if message is None or debug:
             traceback.print_exc()

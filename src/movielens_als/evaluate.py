@@ -26,6 +26,7 @@ from movielens_als.columns import ITEM, RATING, SPLIT, USER
 from movielens_als.config import EVALUATE as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.factors import Factors
+from movielens_als.faults import failpoint
 from movielens_als.ids import utc_now
 from movielens_als.metrics import (
     coverage_novelty_fn,
@@ -158,6 +159,7 @@ def evaluate(
     for model, groups in results.items():
         for group, values in groups.items():
             rows += metric_rows(run_id, model, protocol, values, None if group == "rating" else k, evaluated_at)
+    failpoint("evaluate.scored")
     tables.append(spark, namespace, MODEL_METRICS, spark.createDataFrame(rows, schema=MODEL_METRICS.schema_ddl))
 
     report_dir = Path(storage) / "reports" / run_id

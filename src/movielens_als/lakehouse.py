@@ -29,19 +29,23 @@ from movielens_als.tables import register_location, warehouse_dir
 log = logging.getLogger(__name__)
 
 
-def open_lakehouse(home: str | os.PathLike | None = None, remote: str | None = None) -> SparkSession:
-    """A session on the lakehouse: on Databricks the runtime's; locally one whose catalog holds every table."""
+def open_lakehouse(
+    home: str | os.PathLike | None = None, remote: str | None = None, namespace: Namespace | None = None
+) -> SparkSession:
+    """A session on the lakehouse: on Databricks the runtime's; locally one whose catalog holds the tables of
+    ``namespace``'s schema (default: every schema)."""
     spark = get_spark(home, remote=remote)
     if not on_databricks():
-        register_lakehouse(spark)
+        register_lakehouse(spark, namespace.schema if namespace else None)
     return spark
 
 
-def register_lakehouse(spark: SparkSession) -> list[str]:
-    """Register every Delta table under the warehouse, then the views of schemas that have their tables."""
+def register_lakehouse(spark: SparkSession, schema: str | None = None) -> list[str]:
+    """Register the Delta tables under the warehouse (one schema's, or all), then the views of schemas that have
+    their tables. Registering reads each table's log: a task registers its own schema only."""
     warehouse = warehouse_dir(spark)
     registered = []
-    for folder in sorted(warehouse.glob("*.db")) if warehouse else []:
+    for folder in sorted(warehouse.glob("*.db" if schema is None else f"{schema}.db")) if warehouse else []:
         try:
             namespace = Namespace(LOCAL_CATALOG, folder.name[: -len(".db")])
         except InvalidIdentifierError:

@@ -8,19 +8,25 @@ Order of work, so a failure never leaves a mix of old and new tables:
 4. replace ``movies``, ``users`` and ``ratings`` (each one Delta commit of deterministic
    content, so a re-run after a crash between two writes converges on the same state);
 5. append the run to ``ingestion_runs``.
+
+Each landed table's commit carries the source checksum (``userMetadata``): when the same release
+is landed again by the same lander, nothing is rewritten, so a scheduled run on an unchanged
+release keeps every table, and what is served from it, at its Delta version.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from movielens_als import staging, tables, validation
+from movielens_als import __version__, staging, tables, validation
 from movielens_als.errors import LandingError, QuarantineThresholdError
+from movielens_als.faults import failpoint
 from movielens_als.ids import new_run_id, utc_now
 from movielens_als.layouts import GENRES_100K, detect_layout
 from movielens_als.names import Namespace
@@ -90,10 +96,12 @@ INGESTION_RUNS = TableSpec(
         Column("duplicates_resolved", "BIGINT", "superseded duplicate (user_id, movie_id) ratings"),
         Column("started_at", "TIMESTAMP", "run start (UTC)"),
         Column("finished_at", "TIMESTAMP", "run end (UTC)"),
-        Column("status", "STRING", "succeeded, or failed with the reason in message"),
+        Column("status", "STRING", "succeeded, unchanged (source already landed), or failed (reason in message)"),
         Column("message", "STRING", "failure reason, if any"),
     ),
 )
+# The tables one landing replaces, in write order; each commit carries the source fingerprint.
+LANDED = (QUARANTINE, MOVIES, USERS, RATINGS)
 
 
 def land(
@@ -115,6 +123,11 @@ def land(
     members = src.members()
     layout = detect_layout(members, src.origin)
     checksum = src.checksum()
+    fingerprint = json.dumps({"source_checksum": checksum, "lander": __version__}, sort_keys=True)
+    base_row = {"run_id": run_id, "dataset": src.dataset, "source": src.origin, "checksum": checksum,
+                "started_at": started}  # fmt: skip
+    if all(tables.last_commit_metadata(spark, namespace, spec.name) == fingerprint for spec in LANDED):
+        return _unchanged(spark, namespace, base_row)
 
     stage_dir = landing / "staged" / checksum[:16]
     staged: dict[str, DataFrame] = {}
@@ -130,6 +143,7 @@ def land(
             result = staging.stage_file(src, members[fmt.name], fmt, out)
         lines += result.lines
         staged[role] = spark.read.parquet(str(result.path))
+    failpoint("land.staged")
     genre_names = staging.read_genre_names(src, members) if layout.name == "100k" else GENRES_100K
 
     movies, bad_movies = validation.movies_fn(staged["movies"], layout, genre_names)
@@ -144,18 +158,9 @@ def land(
         .unionByName(superseded.withColumn("kind", F.lit(SUPERSEDED)))
         .withColumn("source_checksum", F.lit(checksum))
     )
-    tables.overwrite(spark, namespace, QUARANTINE, quarantine)
+    tables.overwrite(spark, namespace, QUARANTINE, quarantine, fingerprint)
     quarantined, duplicates = _quarantine_counts(spark, namespace)
-
-    base_row = {
-        "run_id": run_id,
-        "dataset": src.dataset,
-        "source": src.origin,
-        "checksum": checksum,
-        "rows_quarantined": quarantined,
-        "duplicates_resolved": duplicates,
-        "started_at": started,
-    }
+    base_row.update(rows_quarantined=quarantined, duplicates_resolved=duplicates)
     if quarantined > max_quarantine_fraction * lines:
         message = (
             f"{src.dataset}: {quarantined} of {lines} rows quarantined ({quarantined / lines:.2%}), above the "
@@ -164,18 +169,31 @@ def land(
         _log_run(spark, namespace, base_row, {"quarantine": quarantined + duplicates}, "failed", message)
         raise QuarantineThresholdError(message)
 
-    tables.overwrite(spark, namespace, MOVIES, movies)
+    tables.overwrite(spark, namespace, MOVIES, movies, fingerprint)
+    failpoint("land.wrote_movies")
     users_df = users if users is not None else spark.createDataFrame([], USERS.schema_ddl)
-    tables.overwrite(spark, namespace, USERS, users_df)
-    tables.overwrite(spark, namespace, RATINGS, ratings)
+    tables.overwrite(spark, namespace, USERS, users_df, fingerprint)
+    # ratings last: its commit is what marks the release as landed (see LANDED)
+    tables.overwrite(spark, namespace, RATINGS, ratings, fingerprint)
+    shutil.rmtree(stage_dir.parent, ignore_errors=True)  # staged copies, a killed run's included
+    return _finish(spark, namespace, base_row, quarantined + duplicates, "succeeded")
+
+
+def _unchanged(spark: SparkSession, namespace: Namespace, base_row: dict) -> TaskResult:
+    """The release is already landed: log the run, rewrite nothing."""
+    quarantined, duplicates = _quarantine_counts(spark, namespace)
+    base_row = dict(base_row, rows_quarantined=quarantined, duplicates_resolved=duplicates)
+    return _finish(spark, namespace, base_row, quarantined + duplicates, "unchanged")
+
+
+def _finish(spark: SparkSession, namespace: Namespace, base_row: dict, quarantine: int, status: str) -> TaskResult:
     written = {spec.name: spark.table(namespace.table(spec.name)).count() for spec in (RATINGS, MOVIES, USERS)}
-    written["quarantine"] = quarantined + duplicates
-    _log_run(spark, namespace, base_row, written, "succeeded", None)
-    return TaskResult(
-        "land",
-        written,
-        {"dataset": src.dataset, "quarantined": quarantined, "duplicates_resolved": duplicates, "run_id": run_id},
-    )
+    written["quarantine"] = quarantine
+    _log_run(spark, namespace, base_row, written, status, None)
+    details = {"dataset": base_row["dataset"], "quarantined": base_row["rows_quarantined"],
+               "duplicates_resolved": base_row["duplicates_resolved"], "run_id": base_row["run_id"],
+               "unchanged": status == "unchanged"}  # fmt: skip
+    return TaskResult("land", written, details)
 
 
 def _quarantine_counts(spark: SparkSession, namespace: Namespace) -> tuple[int, int]:

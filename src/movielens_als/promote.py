@@ -21,6 +21,7 @@ from movielens_als.columns import USER
 from movielens_als.config import PROMOTE as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.evaluate import test_frames
+from movielens_als.faults import failpoint
 from movielens_als.ids import utc_now
 from movielens_als.metrics import ranking_metrics_fn, rating_metrics_fn
 from movielens_als.models import MODEL_METRICS, load_champion, resolve_run_id, run_info
@@ -95,11 +96,51 @@ def promote(
     rmse_tolerance: float = DEFAULTS.rmse_tolerance,
     force: bool = DEFAULTS.force_promote,
 ) -> TaskResult:
-    """Score the champion beside the run's challenger, move ``champion`` if the gate allows, record the decision."""
+    """Score the champion beside the run's challenger, record the decision, move ``champion`` if the gate allows.
+
+    A run already decided is not scored again: its recorded decision is applied again (a job retry
+    after a crash; or a rollback, ``promote --run-id`` of an earlier promoted run). ``force``
+    re-decides a refused run.
+    """
     for name, value in (("ndcg_tolerance", ndcg_tolerance), ("rmse_tolerance", rmse_tolerance)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise MovieLensAlsError(f"--{name.replace('_', '-')} must be a non-negative number, got {value!r}")
     run_id = resolve_run_id(spark, namespace, run_id)
+    row = _recorded_decision(spark, namespace, run_id)
+    if row is None or (force and row["decision"] == "refused"):
+        row = _decide_row(spark, namespace, run_id, k, ndcg_tolerance, rmse_tolerance, force)
+        # Recorded before it is applied: a run killed in between is finished by its re-run, which applies
+        # the recorded decision instead of scoring a champion that may already be this run's models.
+        tables.append(spark, namespace, PROMOTIONS, spark.createDataFrame([row], PROMOTIONS.schema_ddl))
+        failpoint("promote.recorded")
+    if row["decision"] != "refused":
+        registry.set_alias(namespace, RANKING_MODEL, CHAMPION, row["challenger_ranking_version"])
+        registry.set_alias(namespace, RATING_MODEL, CHAMPION, row["challenger_rating_version"])
+    decision, reason = row["decision"], row["reason"]
+    return TaskResult(
+        "promote", rows={PROMOTIONS.name: 1}, details={"run_id": run_id, "decision": decision, "reason": reason}
+    )
+
+
+def _recorded_decision(spark: SparkSession, namespace: Namespace, run_id: str) -> dict | None:
+    """The gate's latest recorded decision on ``run_id``, or None."""
+    if not tables.table_exists(spark, namespace, PROMOTIONS.name):
+        return None
+    rows = spark.table(namespace.table(PROMOTIONS.name)).where(F.col("run_id") == run_id)
+    last = rows.orderBy(F.col("decided_at").desc()).limit(1).collect()
+    return last[0].asDict() if last else None
+
+
+def _decide_row(
+    spark: SparkSession,
+    namespace: Namespace,
+    run_id: str,
+    k: int,
+    ndcg_tolerance: float,
+    rmse_tolerance: float,
+    force: bool,
+) -> dict:
+    """Score the champion beside the run's challenger and decide: the ``promotions`` row."""
     info = run_info(spark, namespace, run_id)
     challenger = _challenger_scores(spark, namespace, run_id, k)
     champion_models = load_champion(spark, namespace)
@@ -114,10 +155,7 @@ def promote(
         train_df.unpersist()
         test.unpersist()
     decision, reason = decide(challenger, champion, ndcg_tolerance, rmse_tolerance, force)
-    if decision != "refused":
-        registry.set_alias(namespace, RANKING_MODEL, CHAMPION, info["ranking_model_version"])
-        registry.set_alias(namespace, RATING_MODEL, CHAMPION, info["rating_model_version"])
-    row = {
+    return {
         "run_id": run_id, "decided_at": utc_now(), "decision": decision, "reason": reason,
         "protocol": info["protocol"], "k": k, "challenger_ranking_version": info["ranking_model_version"],
         "challenger_rating_version": info["rating_model_version"],
@@ -127,7 +165,3 @@ def promote(
         "challenger_rmse": challenger.rmse, "champion_rmse": champion.rmse if champion else None,
         "ndcg_tolerance": float(ndcg_tolerance), "rmse_tolerance": float(rmse_tolerance),
     }  # fmt: skip
-    tables.append(spark, namespace, PROMOTIONS, spark.createDataFrame([row], PROMOTIONS.schema_ddl))
-    return TaskResult(
-        "promote", rows={PROMOTIONS.name: 1}, details={"run_id": run_id, "decision": decision, "reason": reason}
-    )

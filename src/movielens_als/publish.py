@@ -15,6 +15,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from movielens_als.errors import MovieLensAlsError, first_line
+from movielens_als.faults import failpoint
 from movielens_als.names import Namespace
 from movielens_als.sql import split_statements
 from movielens_als.tables import table_exists
@@ -79,6 +80,7 @@ def publish_views(spark: SparkSession, namespace: Namespace, sql_dir: str | Path
                     spark.sql(statement, args=params)
                 except Exception as exc:
                     raise MovieLensAlsError(f"{path.name}: {first_line(exc)}") from exc
+                failpoint("publish.statement")
                 created = created_object(statement)
                 if created:
                     (views if created[0] == "VIEW" else functions).append(created[1])

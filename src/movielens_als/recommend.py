@@ -19,6 +19,7 @@ from movielens_als import models, tables
 from movielens_als.config import RECOMMEND as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.factors import Factors
+from movielens_als.faults import failpoint
 from movielens_als.names import Namespace
 from movielens_als.tables import Column, TableSpec
 from movielens_als.task import TaskResult
@@ -283,6 +284,7 @@ def _write_serving_tables(
         # Each overwrite is one Delta commit: readers see the previous run's rows or this run's,
         # never a mix, and DESCRIBE HISTORY keeps the earlier versions.
         for spec, df in ((POPULAR_MOVIES, popular), (SIMILAR_MOVIES, similar), (USER_RECOMMENDATIONS, recs)):
+            failpoint(f"recommend.write_{spec.name}")
             tables.overwrite(spark, namespace, spec, _stamp(df, run_id, version, generated_at), metadata=inputs)
     finally:
         ratings.unpersist()

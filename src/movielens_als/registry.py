@@ -10,6 +10,7 @@ tables as Parquet, so it loads without Spark, and ``recommend`` reads the same t
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -55,6 +56,11 @@ def model_name(namespace: Namespace, kind: str) -> str:
 
 def configure(home: str | os.PathLike | None = None, experiment: str | None = None) -> str:
     """Point MLflow at the workspace (Databricks) or the lakehouse's SQLite store; return the experiment id."""
+    # Tasks print one line each: MLflow's artifact progress bars and INFO records drown them. Its warning
+    # about pickling ``python_model`` objects does not apply: the pickled classes are this package's.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     if on_databricks():
         mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "databricks"))
         mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", "databricks-uc"))
@@ -105,6 +111,15 @@ def version_by_alias(namespace: Namespace, kind: str, alias: str) -> Version | N
     except MlflowException:
         return None
     return Version(name, int(found.version), found.run_id, dict(found.tags))
+
+
+def fail_runs(run_ids: list[str]) -> None:
+    """End as FAILED the MLflow runs that train runs killed mid-way (kill -9, lost driver) left RUNNING."""
+    client = MlflowClient()
+    for run_id in run_ids:  # validated ids: letters, digits, '_' and '-'
+        query = f"tags.`movielens_als.run_id` = '{run_id}' and attributes.status = 'RUNNING'"
+        for run in mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list"):
+            client.set_terminated(run.info.run_id, "FAILED")
 
 
 def set_alias(namespace: Namespace, kind: str, alias: str, version: int) -> None:

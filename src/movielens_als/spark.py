@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from movielens_als import interrupt
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.names import Namespace, validate_identifier
 
@@ -61,7 +62,9 @@ def get_spark(
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    return _builder(lakehouse_home(home), _cores(), app_name).getOrCreate()
+    session = _builder(lakehouse_home(home), _cores(), app_name).getOrCreate()
+    interrupt.install(session)
+    return session
 
 
 def _cores() -> int:

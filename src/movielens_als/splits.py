@@ -27,6 +27,7 @@ from movielens_als.columns import ITEM, SPLIT, TIMESTAMP, USER
 from movielens_als.config import PROTOCOLS, Protocol
 from movielens_als.config import SPLIT as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.faults import failpoint
 from movielens_als.names import Namespace
 from movielens_als.tables import Column, TableSpec
 from movielens_als.task import TaskResult
@@ -152,6 +153,7 @@ def split(
         .withColumn("seed", F.lit(seed).cast("int"))
         .withColumn("ratings_version", F.lit(version).cast("bigint"))
     )
+    failpoint("split.write")
     tables.replace_where(spark, namespace, SPLITS, out, F.col("protocol") == protocol)
     counts = {
         r[SPLIT]: r["count"]

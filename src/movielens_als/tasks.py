@@ -87,7 +87,7 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
     """Run one task command; the SparkSession is made from the arguments unless one is passed in."""
     namespace = Namespace(args.catalog, args.schema)  # validates before any Spark work
     storage = storage_root(namespace, args.volume, args.home)
-    spark = spark or open_lakehouse(args.home, remote=args.remote)
+    spark = spark or open_lakehouse(args.home, remote=args.remote, namespace=namespace)
     if args.command == "land":
         return land(
             spark,

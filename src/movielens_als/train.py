@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,12 @@ import mlflow
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from movielens_als import registry, tables
+from movielens_als import interrupt, registry, tables
 from movielens_als.columns import ITEM, RATING, SPLIT, USER
 from movielens_als.config import TRAIN as DEFAULTS
-from movielens_als.errors import MovieLensAlsError
+from movielens_als.errors import MovieLensAlsError, first_line
 from movielens_als.factors import Factors
+from movielens_als.faults import failpoint
 from movielens_als.grid import grid_points, parse_grid
 from movielens_als.ids import new_run_id, utc_now
 from movielens_als.metrics import ranking_metrics_fn, rating_metrics_fn
@@ -130,10 +133,52 @@ def _write_run(spark: SparkSession, namespace: Namespace, row: dict[str, Any]) -
     tables.replace_where(spark, namespace, TRAINING_RUNS, df, F.col("run_id") == row["run_id"])
 
 
-def _run_exists(spark: SparkSession, namespace: Namespace, run_id: str) -> bool:
-    return tables.table_exists(spark, namespace, TRAINING_RUNS.name) and bool(
-        spark.table(namespace.table(TRAINING_RUNS.name)).where(F.col("run_id") == run_id).limit(1).count()
+def _alive_here(owner: str | None) -> bool:
+    """Whether the process named ``host:pid`` is alive on this host (elsewhere it cannot be told: False)."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim_run(spark: SparkSession, namespace: Namespace, run_id: str) -> None:
+    """Check ``run_id`` may be trained, and mark ``running`` rows of dead processes failed, with the reason.
+
+    A failed or killed attempt of the same run id (a job task retry) is trained again and its row
+    replaced; a succeeded one, or one whose process still runs on this host, is an error.
+    """
+    if not tables.table_exists(spark, namespace, TRAINING_RUNS.name):
+        return
+    name = namespace.table(TRAINING_RUNS.name)
+    running = spark.table(name).where((F.col("status") == "running") | (F.col("run_id") == run_id))
+    rows = running.select("run_id", "status", "owner").collect()
+    for r in rows:
+        if r.run_id == run_id and (r.status == "succeeded" or (r.status == "running" and _alive_here(r.owner))):
+            state = "already exists" if r.status == "succeeded" else f"is being trained by {r.owner}"
+            raise MovieLensAlsError(f"training run {run_id!r} {state} in {namespace}: pick another --run-id")
+    here = socket.gethostname()
+    dead = [
+        r.run_id
+        for r in rows
+        if r.status == "running"
+        and (r.run_id == run_id or ((r.owner or "").rpartition(":")[0] == here and not _alive_here(r.owner)))
+    ]
+    if not dead:
+        return
+    ids = {f"id{i}": d for i, d in enumerate(dead)}
+    spark.sql(
+        f"UPDATE {name} SET status = 'failed', finished_at = :now, "
+        "error = concat('process ', coalesce(owner, '?'), ' stopped while training (found by run ', :by, ')') "
+        f"WHERE status = 'running' AND run_id IN ({', '.join(':' + k for k in ids)})",
+        args={"now": utc_now(), "by": run_id, **ids},
     )
+    registry.fail_runs(dead)
 
 
 def train(
@@ -148,8 +193,7 @@ def train(
     grid = parse_grid(grid)
     run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
     splits_df = read_splits(spark, namespace, protocol)
-    if _run_exists(spark, namespace, run_id):
-        raise MovieLensAlsError(f"training run {run_id!r} already exists in {namespace}: pick another --run-id")
+    _claim_run(spark, namespace, run_id)
     ensure_checkpoint_dir(spark, Path(storage))
     seed, k = grid["seed"], grid["k"]
     ratings_version = splits_df.select(F.max("ratings_version")).first()[0]
@@ -160,6 +204,7 @@ def train(
         "params": json.dumps(grid, sort_keys=True),
         "ratings_version": ratings_version,
         "started_at": utc_now(),
+        "owner": f"{socket.gethostname()}:{os.getpid()}",
     }
     _write_run(spark, namespace, row)
     timings: dict[str, float] = {}
@@ -174,6 +219,7 @@ def train(
             raise MovieLensAlsError(f"the {protocol} split has no validation rows: too few ratings to tune")
 
         t = time.monotonic()
+        failpoint("train.tuning")
         rating_params, rating_scores, (fit_baseline, fit_rating) = tune_rating(fit, validation, grid["rating"], seed)
         timed("tune_rating", t)
         t = time.monotonic()
@@ -218,6 +264,7 @@ def train(
             full,
         )
         timed("log_models", t)
+        failpoint("train.logged")
         row.update(
             status="succeeded",
             rating_hyperparams=rating_hyperparams,
@@ -229,7 +276,8 @@ def train(
         )
         _write_run(spark, namespace, row)
     except BaseException as exc:
-        row.update(status="failed", finished_at=utc_now(), timings=json.dumps(timings), error=str(exc)[:2000])
+        error = "interrupted" if isinstance(exc, KeyboardInterrupt) or interrupt.requested() else first_line(exc)
+        row.update(status="failed", finished_at=utc_now(), timings=json.dumps(timings), error=error[:2000])
         _write_run(spark, namespace, row)
         raise
     finally:
@@ -291,6 +339,7 @@ def _track(
             models.serving.save(folder / "serving")
 
         ranking_version = registry.log_model(namespace, RANKING_MODEL, save_ranking, example)
+        failpoint("train.logging")
         rating_version = registry.log_model(namespace, RATING_MODEL, models.rating.save, example)
         for kind, version in ((RANKING_MODEL, ranking_version), (RATING_MODEL, rating_version)):
             registry.tag_version(namespace, kind, version, tags)

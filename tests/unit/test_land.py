@@ -250,23 +250,39 @@ def test_bad_archive_fails_with_one_line_and_leaves_every_table_at_its_version(
     assert versions(spark, namespace) == before
 
 
-def test_landing_twice_gives_identical_tables(spark, namespace, storage, tmp_path):
-    source = str(write_ml100k(tmp_path / "ml-100k", ratings=RATINGS_100K + ["1\t1\t2\t874965759", "1\t9\t2\t1"]))
-    land(spark, namespace, storage, source=source, max_quarantine_fraction=1.0)
-    first = {t: spark.table(namespace.table(t)).collect() for t in ("ratings", "movies", "users", "quarantine")}
+def test_landing_the_same_release_twice_rewrites_nothing_and_a_changed_one_rewrites_all(
+    spark, namespace, storage, tmp_path
+):
+    landed = ("ratings", "movies", "users", "quarantine")
+    folder = write_ml100k(tmp_path / "ml-100k", ratings=RATINGS_100K + ["1\t1\t2\t874965759", "1\t9\t2\t1"])
+    assert (
+        land(spark, namespace, storage, source=str(folder), max_quarantine_fraction=1.0).details["unchanged"] is False
+    )
+    first = {t: spark.table(namespace.table(t)).collect() for t in landed}
+    versions = {t: tables.table_version(spark, namespace, t) for t in landed}
 
-    land(spark, namespace, storage, source=source, max_quarantine_fraction=1.0)
+    again = land(spark, namespace, storage, source=str(folder), max_quarantine_fraction=1.0)
 
-    for table, before in first.items():
-        assert sorted(spark.table(namespace.table(table)).collect()) == sorted(before), table
+    assert again.details["unchanged"] is True
+    assert again.rows["ratings"] == len(first["ratings"])
+    assert {t: tables.table_version(spark, namespace, t) for t in landed} == versions
+    runs = spark.table(namespace.table("ingestion_runs")).orderBy("started_at").select("status").collect()
+    assert [r.status for r in runs] == ["succeeded", "unchanged"]
+
+    (folder / "u.data").write_text("\n".join(RATINGS_100K[:-1]) + "\n")  # one rating fewer: a new release
+    changed = land(spark, namespace, storage, source=str(folder), max_quarantine_fraction=1.0)
+
+    assert changed.details["unchanged"] is False
+    assert all(tables.table_version(spark, namespace, t) == versions[t] + 1 for t in landed)
+    assert spark.table(namespace.table("ratings")).count() == len(RATINGS_100K) - 1
 
 
 def test_crash_between_table_writes_then_rerun_matches_one_clean_run(spark, namespace, storage, tmp_path, monkeypatch):
     source = str(write_ml100k(tmp_path / "ml-100k"))
     real_overwrite = tables.overwrite
 
-    def crash_after_movies(spark_, ns, spec, df):
-        real_overwrite(spark_, ns, spec, df)
+    def crash_after_movies(spark_, ns, spec, df, metadata=None):
+        real_overwrite(spark_, ns, spec, df, metadata)
         if spec.name == "movies":
             raise RuntimeError("injected crash after writing movies")
 

@@ -1,0 +1,39 @@
+"""Failpoints: named places where the crash tests stop the process as a power cut or a Ctrl-C would.
+
+``MOVIELENS_ALS_KILL_AT=<point>`` sends SIGKILL to the process group when the process reaches
+``point`` (the group: a local Spark JVM dies with its Python driver, as on a lost machine);
+``<point>+<seconds>`` sends it that long afterwards, while the work that follows (an ALS fit, a
+table write) is under way; a ``:INT`` suffix sends SIGINT to the process instead, as Ctrl-C does.
+Unset, a failpoint costs one environment lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+KILL_AT = "MOVIELENS_ALS_KILL_AT"
+
+
+def failpoint(name: str) -> None:
+    spec = os.environ.get(KILL_AT)
+    if not spec:
+        return
+    spec, _, sig = spec.partition(":")
+    point, _, delay = spec.partition("+")
+    if point != name:
+        return
+    stop = _interrupt if sig == "INT" else _kill
+    if delay:
+        threading.Timer(float(delay), stop).start()
+    else:
+        stop()
+
+
+def _kill() -> None:
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def _interrupt() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
