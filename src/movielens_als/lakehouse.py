@@ -24,7 +24,7 @@ from movielens_als.errors import InvalidIdentifierError
 from movielens_als.names import LOCAL_CATALOG, Namespace
 from movielens_als.publish import REQUIRED_TABLES, publish_views
 from movielens_als.spark import get_spark, on_databricks
-from movielens_als.tables import register_location, warehouse_dir
+from movielens_als.tables import committed, register_location, warehouse_dir
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def register_lakehouse(spark: SparkSession, schema: str | None = None) -> list[s
             namespace = Namespace(LOCAL_CATALOG, folder.name[: -len(".db")])
         except InvalidIdentifierError:
             continue  # not a folder this package made
-        tables = [p.name for p in sorted(folder.iterdir()) if (p / "_delta_log").is_dir()]
+        tables = [p.name for p in sorted(folder.iterdir()) if committed(p)]
         for name in tables:
             if register_location(spark, namespace, name):
                 registered.append(f"{namespace}.{name}")

@@ -193,7 +193,8 @@ def _finish(spark: SparkSession, namespace: Namespace, base_row: dict, quarantin
     details = {"dataset": base_row["dataset"], "quarantined": base_row["rows_quarantined"],
                "duplicates_resolved": base_row["duplicates_resolved"], "run_id": base_row["run_id"],
                "unchanged": status == "unchanged"}  # fmt: skip
-    return TaskResult("land", written, details)
+    headline = "release already landed (same checksum): tables kept" if status == "unchanged" else None
+    return TaskResult("land", written, details, headline)
 
 
 def _quarantine_counts(spark: SparkSession, namespace: Namespace) -> tuple[int, int]:

@@ -118,7 +118,10 @@ def promote(
         registry.set_alias(namespace, RATING_MODEL, CHAMPION, row["challenger_rating_version"])
     decision, reason = row["decision"], row["reason"]
     return TaskResult(
-        "promote", rows={PROMOTIONS.name: 1}, details={"run_id": run_id, "decision": decision, "reason": reason}
+        "promote",
+        rows={PROMOTIONS.name: 1},
+        details={"run_id": run_id, "decision": decision, "reason": reason},
+        headline=f"gate: {decision}, {reason}",
     )
 
 

@@ -255,6 +255,7 @@ def recommend(
             "user_recommendations_version": tables.table_version(spark, namespace, USER_RECOMMENDATIONS.name),
             "unchanged": skipped,
         },
+        headline=f"serving tables kept: champion version {version} and the ratings are unchanged" if skipped else None,
     )
 
 

@@ -7,6 +7,7 @@ the previous version or the new one, never a half-written table.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,11 +85,25 @@ def warehouse_dir(spark: SparkSession) -> Path | None:
     return Path(value.removeprefix("file:")) if value else None
 
 
+def committed(location: Path) -> bool:
+    """A Delta table folder with at least one commit: a CREATE killed mid-way leaves the folder, an empty log."""
+    log = location / "_delta_log"
+    return log.is_dir() and any(
+        p.name[:20].isdigit() and p.name.endswith((".json", ".checkpoint.parquet")) for p in log.iterdir()
+    )
+
+
+def _local_location(spark: SparkSession, namespace: Namespace, name: str) -> Path | None:
+    warehouse = warehouse_dir(spark)
+    if namespace.catalog != LOCAL_CATALOG or warehouse is None:
+        return None
+    return warehouse / f"{namespace.schema}.db" / name
+
+
 def register_location(spark: SparkSession, namespace: Namespace, name: str) -> bool:
     """Make a local Delta table that another process created known to this session's catalog."""
-    warehouse = warehouse_dir(spark)
-    location = warehouse / f"{namespace.schema}.db" / name if warehouse else None
-    if namespace.catalog != LOCAL_CATALOG or location is None or not (location / "_delta_log").is_dir():
+    location = _local_location(spark, namespace, name)
+    if location is None or not committed(location):
         return False
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {namespace.qualified_schema}")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {namespace.table(name)} USING DELTA LOCATION {sql_string(str(location))}")
@@ -113,6 +128,9 @@ def ensure_table(spark: SparkSession, namespace: Namespace, spec: TableSpec) -> 
     name = namespace.table(spec.name)
     if not table_exists(spark, namespace, spec.name):
         ensure_schema(spark, namespace)
+        location = _local_location(spark, namespace, spec.name)
+        if location is not None and location.exists():
+            shutil.rmtree(location)  # what a killed CREATE left (no commit): no reader can see it
         spark.sql(spec.ddl(namespace))
         return name
     existing = set(spark.table(name).columns)

@@ -120,15 +120,15 @@ def test_gate_decision_table(challenger, champion, force, decision):
         assert "tolerance" in reason
 
 
-def test_promote_first_run_then_a_refused_challenger_keeps_the_champion(spark, trained_in):
+def test_promote_first_run_then_a_refused_challenger_keeps_the_champion_until_forced_and_rolled_back(spark, trained_in):
     namespace, storage, run_id, _ = trained_in
     assert load_champion(spark, namespace) is None
     first = promote(spark, namespace, run_id=run_id, k=3)
     assert first.details["decision"] == "first"
     champion = registry.version_by_alias(namespace, "ranking", registry.CHAMPION)
-    # The same models against themselves are equal: promoted with zero tolerance.
+    # A run already decided is not scored again: a retry re-applies the recorded decision.
     again = promote(spark, namespace, run_id=run_id, k=3, ndcg_tolerance=0.0, rmse_tolerance=0.0)
-    assert again.details["decision"] == "promoted"
+    assert again.details["decision"] == "first"
     # A challenger whose recorded figures are far worse is refused and the alias stays where it was.
     worse = "r_worse"
     train(spark, namespace, storage, run_id=worse, grid=GRID)
@@ -142,5 +142,10 @@ def test_promote_first_run_then_a_refused_challenger_keeps_the_champion(spark, t
     refused = promote(spark, namespace, run_id=worse, k=3)
     assert refused.details["decision"] == "refused"
     assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).version == champion.version
+    # The operator's override re-decides the refused run; promoting the first run again rolls back.
+    assert promote(spark, namespace, run_id=worse, k=3, force=True).details["decision"] == "forced"
+    assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).version != champion.version
+    assert promote(spark, namespace, run_id=run_id, k=3).details["decision"] == "first"
+    assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).version == champion.version
     decisions = [r["decision"] for r in spark.table(namespace.table("promotions")).orderBy("decided_at").collect()]
-    assert decisions == ["first", "promoted", "refused"]
+    assert decisions == ["first", "refused", "forced"]
