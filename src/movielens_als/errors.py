@@ -18,9 +18,14 @@ class QuarantineThresholdError(MovieLensAlsError):
 
 
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (Spark's carry the query context below)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The first non-empty line of an exception's message (Spark's carry the query context below); for a JVM
+    error raised through py4j ("An error occurred while calling o60.sql."), the JVM exception's line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("An error occurred while calling") and len(lines) > 1:
+        return lines[1].removeprefix(": ")
+    return lines[0]
 
 
 # Failures a user can meet that Spark or the OS reports with a long trace: (marker in the message, what to say).

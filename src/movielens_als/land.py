@@ -100,7 +100,7 @@ INGESTION_RUNS = TableSpec(
         Column("message", "STRING", "failure reason, if any"),
     ),
 )
-# The tables one landing replaces, in write order; each commit carries the source fingerprint.
+# The tables one landing replaces, in write order; each commit carries the source fingerprint (see _landed).
 LANDED = (QUARANTINE, MOVIES, USERS, RATINGS)
 
 
@@ -126,7 +126,7 @@ def land(
     fingerprint = json.dumps({"source_checksum": checksum, "lander": __version__}, sort_keys=True)
     base_row = {"run_id": run_id, "dataset": src.dataset, "source": src.origin, "checksum": checksum,
                 "started_at": started}  # fmt: skip
-    if all(tables.last_commit_metadata(spark, namespace, spec.name) == fingerprint for spec in LANDED):
+    if _landed(spark, namespace, fingerprint, checksum):
         return _unchanged(spark, namespace, base_row)
 
     stage_dir = landing / "staged" / checksum[:16]
@@ -177,6 +177,18 @@ def land(
     tables.overwrite(spark, namespace, RATINGS, ratings, fingerprint)
     shutil.rmtree(stage_dir.parent, ignore_errors=True)  # staged copies, a killed run's included
     return _finish(spark, namespace, base_row, quarantined + duplicates, "succeeded")
+
+
+def _landed(spark: SparkSession, namespace: Namespace, fingerprint: str, checksum: str) -> bool:
+    """Whether this release is what the tables hold. Delta makes no commit for an empty overwrite of an empty
+    table (users of a csv release, a clean quarantine), so the marks are on the tables that always get rows, and
+    quarantine rows name their release."""
+    if any(tables.last_commit_metadata(spark, namespace, spec.name) != fingerprint for spec in (MOVIES, RATINGS)):
+        return False
+    if not all(tables.table_exists(spark, namespace, spec.name) for spec in LANDED):
+        return False
+    quarantine = spark.table(namespace.table(QUARANTINE.name))
+    return quarantine.where(F.col("source_checksum") != checksum).limit(1).count() == 0
 
 
 def _unchanged(spark: SparkSession, namespace: Namespace, base_row: dict) -> TaskResult:

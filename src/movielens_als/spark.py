@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import urllib.parse
 import uuid
 import warnings
 from pathlib import Path
@@ -112,6 +113,7 @@ def _connect_session(remote: str, home: Path, app_name: str) -> SparkSession:
     warnings.filterwarnings("ignore", message=".*No Partition Defined for Window operation.*")
 
     if remote.startswith("sc://"):
+        _check_reachable(remote)
         return ConnectSession.builder.remote(remote).getOrCreate()
     if remote != "local" and not remote.startswith("local["):
         raise MovieLensAlsError(f"--remote {remote!r}: expected sc://host:port, local or local[N]")
@@ -175,3 +177,16 @@ def storage_root(namespace: Namespace, volume: str, home: str | os.PathLike | No
     if on_databricks():
         return Path("/Volumes") / namespace.catalog / namespace.schema / volume
     return lakehouse_home(home) / "volumes" / namespace.catalog / namespace.schema / volume
+
+
+def _check_reachable(remote: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after the Connect client's minutes of retries, when nothing listens at ``remote``."""
+    netloc = urllib.parse.urlsplit(remote.split(";", 1)[0].rstrip("/")).netloc
+    host, _, port = netloc.rpartition(":") if ":" in netloc else (netloc, "", "15002")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise MovieLensAlsError(
+            f"cannot reach the Spark Connect server at {host}:{port} ({exc}): check --remote / SPARK_REMOTE "
+            "and that the server is running"
+        ) from None

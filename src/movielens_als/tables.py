@@ -14,7 +14,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from movielens_als.errors import MovieLensAlsError
+from movielens_als.errors import MovieLensAlsError, first_line
 from movielens_als.names import LOCAL_CATALOG, Namespace, quote
 from movielens_als.spark import conf_value, on_databricks
 
@@ -106,7 +106,15 @@ def register_location(spark: SparkSession, namespace: Namespace, name: str) -> b
     if location is None or not committed(location):
         return False
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {namespace.qualified_schema}")
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {namespace.table(name)} USING DELTA LOCATION {sql_string(str(location))}")
+    create = f"CREATE TABLE IF NOT EXISTS {namespace.table(name)} USING DELTA LOCATION {sql_string(str(location))}"
+    try:
+        spark.sql(create)
+    except Exception as exc:  # any unreadable log is the same problem for the user
+        raise MovieLensAlsError(
+            f"table {namespace}.{name} cannot be read from {location}: its Delta log is damaged "
+            f"({first_line(exc)[:200]}); restore the folder from a backup, or delete it and run the task that "
+            "writes it again"
+        ) from exc
     return True
 
 

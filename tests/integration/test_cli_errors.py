@@ -52,6 +52,9 @@ def test_errors_caught_before_spark_starts(tmp_path):
     assert_one_error_line(cli(["land", "--schema", "x;drop"], home), 2, "error: invalid schema 'x;drop'")
     assert_one_error_line(cli(["synth", "--ratings", "5", "--out", str(tmp_path / "s")], home), 2, "error: ")
     assert_one_error_line(cli(["run", "--param", "nope=1"], home), 2, "error: --param nope")
+    # Nothing listens there: seconds, not the Connect client's minutes of retries.
+    unreachable = cli(["--remote", "sc://127.0.0.1:1", "sql", "SELECT 1"], home)
+    assert_one_error_line(unreachable, 2, "error: cannot reach the Spark Connect server at 127.0.0.1:1")
 
 
 def test_java_missing_is_one_line(tmp_path):
@@ -63,3 +66,13 @@ def test_missing_schema_and_missing_training_run_are_one_line(tmp_path):
     home = tmp_path / "home"
     assert_one_error_line(cli(["sql", "SELECT * FROM ratings"], home), 2, "error: schema spark_catalog.movielens")
     assert_one_error_line(cli(["evaluate"], home), 2, "error: no training runs")
+
+
+def test_damaged_delta_log_in_the_home_is_one_line_naming_the_table(tmp_path):
+    home = tmp_path / "home"
+    log = home / "warehouse" / "movielens.db" / "ratings" / "_delta_log"
+    log.mkdir(parents=True)
+    (log / "00000000000000000000.json").write_text("{not json\n")
+    done = cli(["sql", "SELECT count(*) FROM ratings"], home)
+    assert_one_error_line(done, 2, "error: table spark_catalog.movielens.ratings cannot be read")
+    assert "Delta log is damaged" in done.stderr

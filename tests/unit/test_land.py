@@ -275,6 +275,9 @@ def test_landing_the_same_release_twice_rewrites_nothing_and_a_changed_one_rewri
     assert changed.details["unchanged"] is False
     assert all(tables.table_version(spark, namespace, t) == versions[t] + 1 for t in landed)
     assert spark.table(namespace.table("ratings")).count() == len(RATINGS_100K) - 1
+    # A clean release leaves quarantine empty, and Delta commits nothing for an empty overwrite of an empty table.
+    assert spark.table(namespace.table("quarantine")).count() == 0
+    assert land(spark, namespace, storage, source=str(folder), max_quarantine_fraction=1.0).details["unchanged"] is True
 
 
 def test_crash_between_table_writes_then_rerun_matches_one_clean_run(spark, namespace, storage, tmp_path, monkeypatch):
