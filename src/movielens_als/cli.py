@@ -50,7 +50,7 @@ def dispatch(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )
         else:
-            spark = open_lakehouse(args.home, remote=args.remote, namespace=namespace)
+            spark = open_lakehouse(args.home, remote=args.remote)  # every schema: a query may join across them
             output = run_sql(spark, namespace, args.query, fmt=args.format, limit=args.limit)
         print(output.text)
         if output.note:
@@ -70,10 +70,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = dispatch(args)
     except KeyboardInterrupt:
+        interrupt.done()
         print("error: interrupted", file=sys.stderr)
         code = 130
     except Exception as exc:  # noqa: BLE001 - every failure ends in one line; --debug shows where
         if interrupt.requested():  # Ctrl-C cancelled the Spark job this failure comes from
+            interrupt.done()
             if debug:
                 traceback.print_exc()
             print("error: interrupted", file=sys.stderr)

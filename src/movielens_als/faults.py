@@ -26,7 +26,9 @@ def failpoint(name: str) -> None:
         return
     stop = _interrupt if sig == "INT" else _kill
     if delay:
-        threading.Timer(float(delay), stop).start()
+        timer = threading.Timer(float(delay), stop)
+        timer.daemon = True  # a task that ends first exits normally, and the harness sees it was not stopped
+        timer.start()
     else:
         stop()
 

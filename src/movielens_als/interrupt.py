@@ -21,7 +21,9 @@ from types import FrameType
 
 from pyspark.sql import SparkSession
 
-_state = {"requested": False, "raised": False}
+_state = {"requested": False, "raised_at": None}
+# After KeyboardInterrupt is raised, repeats are the same Ctrl-C while the task cleans up; later ones are new.
+CLEANUP_SECONDS = 10.0
 
 
 def requested() -> bool:
@@ -39,23 +41,35 @@ def install(spark: SparkSession) -> None:
 
     def repeat() -> None:
         # Until the main thread is back in Python (or already failing with the cancelled job), signal again.
-        while not _state["raised"]:
+        while _state["raised_at"] is None:
             time.sleep(0.5)
-            os.kill(os.getpid(), signal.SIGINT)
+            if _state["raised_at"] is None:
+                os.kill(os.getpid(), signal.SIGINT)
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        raised_at = _state["raised_at"]
+        if raised_at is not None:
+            if time.monotonic() - raised_at < CLEANUP_SECONDS:
+                return  # the interrupt is under way: let the task's cleanup run
+            _state.update(raised_at=None, requested=False)  # a new Ctrl-C (an interactive session lives on)
         first = not _state["requested"]
         _state["requested"] = True
-        if _state["raised"] or sys.exc_info()[0] is not None:
-            return  # already stopping: let the task's cleanup run
-        if not _in_jvm_call(frame):
-            _state["raised"] = True
-            raise KeyboardInterrupt
-        threading.Thread(target=cancel, name="cancel-spark-jobs", daemon=True).start()
         if first:
             threading.Thread(target=repeat, name="repeat-interrupt", daemon=True).start()
+        if sys.exc_info()[0] is not None:
+            return  # handling an exception already (the cancelled job's): let its cleanup run
+        if not _in_jvm_call(frame):
+            _state["raised_at"] = time.monotonic()
+            raise KeyboardInterrupt
+        threading.Thread(target=cancel, name="cancel-spark-jobs", daemon=True).start()
 
     signal.signal(signal.SIGINT, handler)
+
+
+def done() -> None:
+    """Stop listening: the process is exiting with the interrupt (no repeat may land in its shutdown)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _state["raised_at"] = time.monotonic()
 
 
 def _in_jvm_call(frame: FrameType | None) -> bool:

@@ -4,7 +4,7 @@ On Databricks, Unity Catalog lets any number of readers and writers share the ta
 is no shared metastore to emulate that with: Hive's embedded Derby admits one process at a time,
 so a query during a job failed with ``Unable to instantiate SessionHiveMetaStoreClient``. Instead
 every session has an in-memory catalog that :func:`open_lakehouse` fills from the warehouse folder:
-each ``<schema>.db/<table>`` holding a ``_delta_log`` is registered by its location, and the views
+each ``<schema>.db/<table>`` whose ``_delta_log`` holds a commit is registered by its location, and the views
 of ``jobs/sql`` are created again where their tables exist. The Delta log is then the only shared
 state, and its optimistic concurrency is what Databricks relies on too: a reader sees the last
 committed version, and of two writers of one table the later either commits or fails with a
@@ -45,7 +45,8 @@ def register_lakehouse(spark: SparkSession, schema: str | None = None) -> list[s
     their tables. Registering reads each table's log: a task registers its own schema only."""
     warehouse = warehouse_dir(spark)
     registered = []
-    for folder in sorted(warehouse.glob("*.db" if schema is None else f"{schema}.db")) if warehouse else []:
+    # The session catalog keeps schema names in lower case, and so do their folders.
+    for folder in sorted(warehouse.glob("*.db" if schema is None else f"{schema.lower()}.db")) if warehouse else []:
         try:
             namespace = Namespace(LOCAL_CATALOG, folder.name[: -len(".db")])
         except InvalidIdentifierError:

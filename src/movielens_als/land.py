@@ -9,8 +9,9 @@ Order of work, so a failure never leaves a mix of old and new tables:
    content, so a re-run after a crash between two writes converges on the same state);
 5. append the run to ``ingestion_runs``.
 
-Each landed table's commit carries the source checksum (``userMetadata``): when the same release
-is landed again by the same lander, nothing is rewritten, so a scheduled run on an unchanged
+The ratings commit (written last) records the source checksum and the versions the other landed
+tables reached (``userMetadata``): when the same release is landed again by the same lander and
+nothing has written those tables since, nothing is rewritten, so a scheduled run on an unchanged
 release keeps every table, and what is served from it, at its Delta version.
 """
 
@@ -100,7 +101,7 @@ INGESTION_RUNS = TableSpec(
         Column("message", "STRING", "failure reason, if any"),
     ),
 )
-# The tables one landing replaces, in write order; each commit carries the source fingerprint (see _landed).
+# The tables one landing replaces, in write order: ratings last, its commit marks the release landed (_landed).
 LANDED = (QUARANTINE, MOVIES, USERS, RATINGS)
 
 
@@ -123,10 +124,10 @@ def land(
     members = src.members()
     layout = detect_layout(members, src.origin)
     checksum = src.checksum()
-    fingerprint = json.dumps({"source_checksum": checksum, "lander": __version__}, sort_keys=True)
+    source = {"source_checksum": checksum, "lander": __version__}
     base_row = {"run_id": run_id, "dataset": src.dataset, "source": src.origin, "checksum": checksum,
                 "started_at": started}  # fmt: skip
-    if _landed(spark, namespace, fingerprint, checksum):
+    if _landed(spark, namespace, source):
         return _unchanged(spark, namespace, base_row)
 
     stage_dir = landing / "staged" / checksum[:16]
@@ -158,7 +159,7 @@ def land(
         .unionByName(superseded.withColumn("kind", F.lit(SUPERSEDED)))
         .withColumn("source_checksum", F.lit(checksum))
     )
-    tables.overwrite(spark, namespace, QUARANTINE, quarantine, fingerprint)
+    tables.overwrite(spark, namespace, QUARANTINE, quarantine)
     quarantined, duplicates = _quarantine_counts(spark, namespace)
     base_row.update(rows_quarantined=quarantined, duplicates_resolved=duplicates)
     if quarantined > max_quarantine_fraction * lines:
@@ -169,26 +170,32 @@ def land(
         _log_run(spark, namespace, base_row, {"quarantine": quarantined + duplicates}, "failed", message)
         raise QuarantineThresholdError(message)
 
-    tables.overwrite(spark, namespace, MOVIES, movies, fingerprint)
+    tables.overwrite(spark, namespace, MOVIES, movies)
     failpoint("land.wrote_movies")
     users_df = users if users is not None else spark.createDataFrame([], USERS.schema_ddl)
-    tables.overwrite(spark, namespace, USERS, users_df, fingerprint)
-    # ratings last: its commit is what marks the release as landed (see LANDED)
-    tables.overwrite(spark, namespace, RATINGS, ratings, fingerprint)
-    shutil.rmtree(stage_dir.parent, ignore_errors=True)  # staged copies, a killed run's included
+    tables.overwrite(spark, namespace, USERS, users_df)
+    tables.overwrite(spark, namespace, RATINGS, ratings, json.dumps(_marker(spark, namespace, source), sort_keys=True))
+    shutil.rmtree(stage_dir, ignore_errors=True)  # this release's staged copies, a killed run's included
     return _finish(spark, namespace, base_row, quarantined + duplicates, "succeeded")
 
 
-def _landed(spark: SparkSession, namespace: Namespace, fingerprint: str, checksum: str) -> bool:
-    """Whether this release is what the tables hold. Delta makes no commit for an empty overwrite of an empty
-    table (users of a csv release, a clean quarantine), so the marks are on the tables that always get rows, and
-    quarantine rows name their release."""
-    if any(tables.last_commit_metadata(spark, namespace, spec.name) != fingerprint for spec in (MOVIES, RATINGS)):
+def _marker(spark: SparkSession, namespace: Namespace, source: dict) -> dict:
+    """What the ratings commit records: the release, and the versions the other landed tables are at after it."""
+    return {
+        **source,
+        "versions": {spec.name: tables.table_version(spark, namespace, spec.name) for spec in LANDED[:-1]},
+    }
+
+
+def _landed(spark: SparkSession, namespace: Namespace, source: dict) -> bool:
+    """Whether the tables hold this release: the last ratings commit names it, and no other landed table has been
+    written since (a landing of another release killed before its ratings write changes their versions)."""
+    meta = tables.last_commit_metadata(spark, namespace, RATINGS.name)
+    try:
+        recorded = json.loads(meta) if meta else None
+    except json.JSONDecodeError:
         return False
-    if not all(tables.table_exists(spark, namespace, spec.name) for spec in LANDED):
-        return False
-    quarantine = spark.table(namespace.table(QUARANTINE.name))
-    return quarantine.where(F.col("source_checksum") != checksum).limit(1).count() == 0
+    return recorded == _marker(spark, namespace, source)
 
 
 def _unchanged(spark: SparkSession, namespace: Namespace, base_row: dict) -> TaskResult:

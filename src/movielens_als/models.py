@@ -46,7 +46,9 @@ TRAINING_RUNS = TableSpec(
         Column("timings", "STRING", "JSON: seconds per step (tuning, refit, save)"),
         Column("validation_metrics", "STRING", "JSON: validation scores of every grid point"),
         Column("error", "STRING", "Error message when status is failed"),
-        Column("owner", "STRING", "host:pid that ran it; the next train marks a dead owner's running row failed"),
+        Column(
+            "owner", "STRING", "host:pid:start of the process that ran it; a dead owner's running row is marked failed"
+        ),
     ),
 )
 

@@ -98,16 +98,19 @@ def promote(
 ) -> TaskResult:
     """Score the champion beside the run's challenger, record the decision, move ``champion`` if the gate allows.
 
-    A run already decided is not scored again: its recorded decision is applied again (a job retry
-    after a crash; or a rollback, ``promote --run-id`` of an earlier promoted run). ``force``
-    re-decides a refused run.
+    A run already decided with the same ``k`` and tolerances is not scored again: its recorded decision
+    is applied again (a job retry after a crash; or a rollback, ``promote --run-id`` of an earlier
+    promoted run). Other ``k`` or tolerances, or ``force`` on a refused run, decide anew.
     """
     for name, value in (("ndcg_tolerance", ndcg_tolerance), ("rmse_tolerance", rmse_tolerance)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise MovieLensAlsError(f"--{name.replace('_', '-')} must be a non-negative number, got {value!r}")
     run_id = resolve_run_id(spark, namespace, run_id)
     row = _recorded_decision(spark, namespace, run_id)
-    if row is None or (force and row["decision"] == "refused"):
+    asked = {"k": k, "ndcg_tolerance": float(ndcg_tolerance), "rmse_tolerance": float(rmse_tolerance)}
+    reapplied = row is not None and not (force and row["decision"] == "refused")
+    reapplied = reapplied and all(row[name] == value for name, value in asked.items())
+    if not reapplied:
         row = _decide_row(spark, namespace, run_id, k, ndcg_tolerance, rmse_tolerance, force)
         # Recorded before it is applied: a run killed in between is finished by its re-run, which applies
         # the recorded decision instead of scoring a champion that may already be this run's models.
@@ -119,9 +122,9 @@ def promote(
     decision, reason = row["decision"], row["reason"]
     return TaskResult(
         "promote",
-        rows={PROMOTIONS.name: 1},
-        details={"run_id": run_id, "decision": decision, "reason": reason},
-        headline=f"gate: {decision}, {reason}",
+        rows={PROMOTIONS.name: 0 if reapplied else 1},
+        details={"run_id": run_id, "decision": decision, "reason": reason, "reapplied": reapplied},
+        headline=f"gate: {decision}, {reason}" + (" (recorded decision applied again)" if reapplied else ""),
     )
 
 

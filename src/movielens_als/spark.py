@@ -181,12 +181,12 @@ def storage_root(namespace: Namespace, volume: str, home: str | os.PathLike | No
 
 def _check_reachable(remote: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not after the Connect client's minutes of retries, when nothing listens at ``remote``."""
-    netloc = urllib.parse.urlsplit(remote.split(";", 1)[0].rstrip("/")).netloc
-    host, _, port = netloc.rpartition(":") if ":" in netloc else (netloc, "", "15002")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        url = urllib.parse.urlsplit(remote.split(";", 1)[0].rstrip("/"))
+        address = (url.hostname or "", url.port or 15002)
+        socket.create_connection(address, timeout=timeout).close()
     except (OSError, ValueError) as exc:
         raise MovieLensAlsError(
-            f"cannot reach the Spark Connect server at {host}:{port} ({exc}): check --remote / SPARK_REMOTE "
+            f"cannot reach the Spark Connect server at {remote} ({exc}): check --remote / SPARK_REMOTE "
             "and that the server is running"
         ) from None

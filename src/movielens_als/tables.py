@@ -97,7 +97,7 @@ def _local_location(spark: SparkSession, namespace: Namespace, name: str) -> Pat
     warehouse = warehouse_dir(spark)
     if namespace.catalog != LOCAL_CATALOG or warehouse is None:
         return None
-    return warehouse / f"{namespace.schema}.db" / name
+    return warehouse / f"{namespace.schema.lower()}.db" / name
 
 
 def register_location(spark: SparkSession, namespace: Namespace, name: str) -> bool:
@@ -109,13 +109,19 @@ def register_location(spark: SparkSession, namespace: Namespace, name: str) -> b
     create = f"CREATE TABLE IF NOT EXISTS {namespace.table(name)} USING DELTA LOCATION {sql_string(str(location))}"
     try:
         spark.sql(create)
-    except Exception as exc:  # any unreadable log is the same problem for the user
+    except Exception as exc:
+        if not any(marker in str(exc) for marker in _UNREADABLE_LOG):
+            raise
         raise MovieLensAlsError(
             f"table {namespace}.{name} cannot be read from {location}: its Delta log is damaged "
             f"({first_line(exc)[:200]}); restore the folder from a backup, or delete it and run the task that "
             "writes it again"
         ) from exc
     return True
+
+
+# What Spark says when a commit file of the log cannot be parsed.
+_UNREADABLE_LOG = ("FAILED_READ_FILE", "MALFORMED_RECORD", "JsonParseException", "DELTA_LOG_FILE_NOT_FOUND")
 
 
 def require_table(spark: SparkSession, namespace: Namespace, name: str, hint: str) -> DataFrame:
@@ -136,10 +142,16 @@ def ensure_table(spark: SparkSession, namespace: Namespace, spec: TableSpec) -> 
     name = namespace.table(spec.name)
     if not table_exists(spark, namespace, spec.name):
         ensure_schema(spark, namespace)
-        location = _local_location(spark, namespace, spec.name)
-        if location is not None and location.exists():
-            shutil.rmtree(location)  # what a killed CREATE left (no commit): no reader can see it
-        spark.sql(spec.ddl(namespace))
+        try:
+            spark.sql(spec.ddl(namespace))
+        except Exception:
+            # A CREATE killed mid-way leaves its folder without a commit, which no reader sees as a table
+            # but which blocks the next CREATE; removed only then, so a CREATE under way elsewhere is kept.
+            location = _local_location(spark, namespace, spec.name)
+            if location is None or not location.exists() or committed(location):
+                raise
+            shutil.rmtree(location)
+            spark.sql(spec.ddl(namespace))
         return name
     existing = set(spark.table(name).columns)
     missing = [c for c in spec.columns if c.name not in existing]

@@ -133,42 +133,55 @@ def _write_run(spark: SparkSession, namespace: Namespace, row: dict[str, Any]) -
     tables.replace_where(spark, namespace, TRAINING_RUNS, df, F.col("run_id") == row["run_id"])
 
 
-def _alive_here(owner: str | None) -> bool:
-    """Whether the process named ``host:pid`` is alive on this host (elsewhere it cannot be told: False)."""
-    host, _, pid = (owner or "").rpartition(":")
+def _owner() -> str:
+    """``host:pid:start`` of this process; the start time tells a reused pid apart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid()) or ''}"
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux ``/proc``), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(owner: str | None) -> bool | None:
+    """Whether the process that owns a ``running`` row still runs: None when it ran on another host."""
+    host, _, rest = (owner or "").partition(":")
+    pid, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
-        return False
+        return None
+    if int(pid) == os.getpid():
+        return False  # this process: an earlier attempt whose failed row never landed, not a live trainer
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not started or _started(int(pid)) == started
 
 
 def _claim_run(spark: SparkSession, namespace: Namespace, run_id: str) -> None:
     """Check ``run_id`` may be trained, and mark ``running`` rows of dead processes failed, with the reason.
 
     A failed or killed attempt of the same run id (a job task retry) is trained again and its row
-    replaced; a succeeded one, or one whose process still runs on this host, is an error.
+    replaced; a succeeded one, or one whose process still runs on this host, is an error. Rows of
+    other hosts' processes are left alone unless they are this run id's.
     """
     if not tables.table_exists(spark, namespace, TRAINING_RUNS.name):
         return
-    name = namespace.table(TRAINING_RUNS.name)
+    name = tables.ensure_table(spark, namespace, TRAINING_RUNS)  # adds `owner` to an older table
     running = spark.table(name).where((F.col("status") == "running") | (F.col("run_id") == run_id))
-    rows = running.select("run_id", "status", "owner").collect()
-    for r in rows:
-        if r.run_id == run_id and (r.status == "succeeded" or (r.status == "running" and _alive_here(r.owner))):
-            state = "already exists" if r.status == "succeeded" else f"is being trained by {r.owner}"
-            raise MovieLensAlsError(f"training run {run_id!r} {state} in {namespace}: pick another --run-id")
-    here = socket.gethostname()
-    dead = [
-        r.run_id
-        for r in rows
-        if r.status == "running"
-        and (r.run_id == run_id or ((r.owner or "").rpartition(":")[0] == here and not _alive_here(r.owner)))
+    rows = [
+        (r.run_id, r.status, r.owner, _alive(r.owner)) for r in running.select("run_id", "status", "owner").collect()
     ]
+    for rid, status, owner, alive in rows:
+        if rid == run_id and (status == "succeeded" or (status == "running" and alive)):
+            state = "already exists" if status == "succeeded" else f"is being trained by {owner}"
+            raise MovieLensAlsError(f"training run {run_id!r} {state} in {namespace}: pick another --run-id")
+    dead = [rid for rid, status, _, alive in rows if status == "running" and (rid == run_id or alive is False)]
     if not dead:
         return
     ids = {f"id{i}": d for i, d in enumerate(dead)}
@@ -204,7 +217,7 @@ def train(
         "params": json.dumps(grid, sort_keys=True),
         "ratings_version": ratings_version,
         "started_at": utc_now(),
-        "owner": f"{socket.gethostname()}:{os.getpid()}",
+        "owner": _owner(),
     }
     _write_run(spark, namespace, row)
     timings: dict[str, float] = {}

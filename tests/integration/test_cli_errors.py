@@ -54,7 +54,7 @@ def test_errors_caught_before_spark_starts(tmp_path):
     assert_one_error_line(cli(["run", "--param", "nope=1"], home), 2, "error: --param nope")
     # Nothing listens there: seconds, not the Connect client's minutes of retries.
     unreachable = cli(["--remote", "sc://127.0.0.1:1", "sql", "SELECT 1"], home)
-    assert_one_error_line(unreachable, 2, "error: cannot reach the Spark Connect server at 127.0.0.1:1")
+    assert_one_error_line(unreachable, 2, "error: cannot reach the Spark Connect server at sc://127.0.0.1:1")
 
 
 def test_java_missing_is_one_line(tmp_path):

@@ -172,7 +172,7 @@ def test_leftovers_of_stopped_runs_are_cleaned_or_marked(spark, chain):
     )
     assert left_running == []  # the attempt killed between the two model logs ended FAILED
     staged = storage_root(crash, "files", chain["home"]) / "landing" / "staged"
-    assert not staged.exists()
+    assert not staged.exists() or not any(staged.iterdir())
     assert [r.decision for r in spark.table(crash.table("promotions")).collect()] == ["first"]
 
 

@@ -127,8 +127,11 @@ def test_promote_first_run_then_a_refused_challenger_keeps_the_champion_until_fo
     assert first.details["decision"] == "first"
     champion = registry.version_by_alias(namespace, "ranking", registry.CHAMPION)
     # A run already decided is not scored again: a retry re-applies the recorded decision.
+    retry = promote(spark, namespace, run_id=run_id, k=3)
+    assert (retry.details["decision"], retry.details["reapplied"], retry.rows["promotions"]) == ("first", True, 0)
+    # Other tolerances decide anew: the same models against themselves are equal, promoted with zero tolerance.
     again = promote(spark, namespace, run_id=run_id, k=3, ndcg_tolerance=0.0, rmse_tolerance=0.0)
-    assert again.details["decision"] == "first"
+    assert (again.details["decision"], again.details["reapplied"]) == ("promoted", False)
     # A challenger whose recorded figures are far worse is refused and the alias stays where it was.
     worse = "r_worse"
     train(spark, namespace, storage, run_id=worse, grid=GRID)
@@ -145,7 +148,8 @@ def test_promote_first_run_then_a_refused_challenger_keeps_the_champion_until_fo
     # The operator's override re-decides the refused run; promoting the first run again rolls back.
     assert promote(spark, namespace, run_id=worse, k=3, force=True).details["decision"] == "forced"
     assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).version != champion.version
-    assert promote(spark, namespace, run_id=run_id, k=3).details["decision"] == "first"
+    rollback = promote(spark, namespace, run_id=run_id, k=3, ndcg_tolerance=0.0, rmse_tolerance=0.0)
+    assert (rollback.details["decision"], rollback.details["reapplied"]) == ("promoted", True)
     assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).version == champion.version
     decisions = [r["decision"] for r in spark.table(namespace.table("promotions")).orderBy("decided_at").collect()]
-    assert decisions == ["first", "refused", "forced"]
+    assert decisions == ["first", "promoted", "refused", "forced"]
