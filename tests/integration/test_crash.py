@@ -38,8 +38,8 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 GRID = json.dumps(
     {
-        "rating": {"rank": [4], "reg_param": [0.1], "max_iter": [12], "passes": [1]},
-        "ranking": {"rank": [4], "reg_param": [0.1], "alpha": [0.3], "max_iter": [12]},
+        "rating": {"rank": [4], "reg_param": [0.1], "max_iter": [6], "passes": [1]},
+        "ranking": {"rank": [4], "reg_param": [0.1], "alpha": [0.3], "max_iter": [6]},
     }
 )
 RUN_ID = "crash-run"
@@ -73,7 +73,7 @@ def task_args(task: str, home: Path, namespace: Namespace, source: Path) -> list
     extra = {
         "land": ["--source", str(source)],
         "train": ["--run-id", RUN_ID, "--grid", GRID],
-        "evaluate": ["--run-id", RUN_ID],
+        "evaluate": ["--run-id", RUN_ID, "--diversity-users", "50"],
         "promote": ["--run-id", RUN_ID],
     }.get(task, [])
     return [task, "--home", str(home), "--schema", namespace.schema, *extra]
@@ -108,7 +108,7 @@ def stopped(task: str, point: str, home: Path, namespace: Namespace, source: Pat
 def chain(spark, lakehouse_home, tmp_path_factory) -> dict:
     """The two runs of the DAG; what was seen after each stop, and the two schemas."""
     home, release = lakehouse_home, tmp_path_factory.mktemp("synthetic_release")
-    synthesize(3_000, release, seed=1)
+    synthesize(2_000, release, seed=1)
     reference = Namespace("spark_catalog", f"ref_{uuid.uuid4().hex[:8]}")
     crash = Namespace("spark_catalog", f"crash_{uuid.uuid4().hex[:8]}")
 
