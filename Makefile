@@ -25,6 +25,7 @@ test-unit: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check src tests benchmarks
 
 format: install

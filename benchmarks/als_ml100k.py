@@ -75,13 +75,13 @@ def main() -> int:
     home = Path(args.home or tempfile.mkdtemp(prefix="als-bench-"))
     os.environ.setdefault("MOVIELENS_ALS_DRIVER_MEMORY", "3g")
 
-    from movielens_als import registry
-    from movielens_als.evaluate import evaluate
-    from movielens_als.land import land
-    from movielens_als.names import Namespace
-    from movielens_als.spark import get_spark, storage_root
-    from movielens_als.splits import split
-    from movielens_als.train import train
+    from movielens_als.lakehouse.names import Namespace
+    from movielens_als.lakehouse.spark import get_spark, storage_root
+    from movielens_als.ml import registry
+    from movielens_als.tasks.evaluate import evaluate
+    from movielens_als.tasks.land import land
+    from movielens_als.tasks.split import split
+    from movielens_als.tasks.train import train
 
     ns = Namespace("spark_catalog", "als_benchmark")
     storage = storage_root(ns, "files", home)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from movielens_als import registry
-from movielens_als.names import Namespace
-from movielens_als.spark import get_spark
+from movielens_als.lakehouse.names import Namespace
+from movielens_als.lakehouse.spark import get_spark
+from movielens_als.ml import registry
 
 # Timestamps collected to Python are local times: pin UTC, as on Databricks.
 os.environ["TZ"] = "UTC"

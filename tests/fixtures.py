@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import zipfile
 from pathlib import Path
 
@@ -110,3 +111,17 @@ def zip_folder(folder: Path, target: Path, top: str = "ml-100k") -> Path:
 
 def _write(path: Path, lines: list[str], encoding: str) -> None:
     path.write_bytes(("\n".join(lines) + ("\n" if lines else "")).encode(encoding))
+
+
+T0 = dt.datetime(2020, 1, 1)
+
+
+def small_ratings(spark, n_users=12, n_items=6):
+    """(user_id, movie_id, rating, rated_at) of a small grid of users and movies, a third of the pairs left out."""
+    rows = [
+        (u, i, float(1 + (u * i) % 5), T0 + dt.timedelta(days=u + 3 * i))
+        for u in range(1, n_users + 1)
+        for i in range(1, n_items + 1)
+        if (u + i) % 3 != 0
+    ]
+    return spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP")

@@ -13,14 +13,14 @@ import traceback
 from collections.abc import Sequence
 
 from movielens_als import interrupt
+from movielens_als.bundle.runner import run_job
+from movielens_als.commands import build_parser, execute
 from movielens_als.errors import user_error
-from movielens_als.lakehouse import open_lakehouse
-from movielens_als.names import Namespace
-from movielens_als.runner import run_job
-from movielens_als.sql import run_sql
-from movielens_als.synth import synthesize
-from movielens_als.tasks import build_parser, execute
-from movielens_als.warehouse import run_warehouse_sql
+from movielens_als.ingest.synth import synthesize
+from movielens_als.lakehouse.catalog import open_lakehouse
+from movielens_als.lakehouse.names import Namespace
+from movielens_als.lakehouse.sql import run_sql
+from movielens_als.lakehouse.warehouse import run_warehouse_sql
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -12,8 +12,6 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from movielens_als.sources import SIZES
-
 
 def option(
     default: Any,
@@ -27,6 +25,19 @@ def option(
     """A dataclass field carrying what the command line and the bundle need to know about it."""
     meta = {"help": help, "choices": choices, "variable": variable, "kind": kind, "positional": positional}
     return field(default=default, metadata=meta)
+
+
+# MovieLens releases by the --size name: the GroupLens zip (and folder) name of each.
+SIZES = {
+    "100k": "ml-100k",
+    "1m": "ml-1m",
+    "10m": "ml-10m",
+    "20m": "ml-20m",
+    "25m": "ml-25m",
+    "32m": "ml-32m",
+    "latest-small": "ml-latest-small",
+    "latest": "ml-latest",
+}
 
 
 @dataclass(frozen=True)

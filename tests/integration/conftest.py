@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from movielens_als.land import land
-from movielens_als.names import Namespace
-from movielens_als.task import TaskResult
+from movielens_als.lakehouse.names import Namespace
+from movielens_als.result import TaskResult
+from movielens_als.tasks.land import land
 
 
 @dataclass(frozen=True)

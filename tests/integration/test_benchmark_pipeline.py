@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from movielens_als import registry, tables
-from movielens_als.evaluate import evaluate
-from movielens_als.promote import promote
-from movielens_als.recommend import recommend
-from movielens_als.splits import split
-from movielens_als.train import train
+from movielens_als.lakehouse import tables
+from movielens_als.ml import registry
+from movielens_als.tasks.evaluate import evaluate
+from movielens_als.tasks.promote import promote
+from movielens_als.tasks.recommend import recommend
+from movielens_als.tasks.split import split
+from movielens_als.tasks.train import train
 
 pytestmark = pytest.mark.integration
 

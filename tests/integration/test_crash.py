@@ -25,12 +25,12 @@ import mlflow
 import pytest
 from pyspark.sql import functions as F
 
-from movielens_als import tables
+from movielens_als.commands import build_parser, execute
 from movielens_als.faults import KILL_AT
-from movielens_als.names import Namespace
-from movielens_als.spark import storage_root
-from movielens_als.synth import synthesize
-from movielens_als.tasks import build_parser, execute
+from movielens_als.ingest.synth import synthesize
+from movielens_als.lakehouse import tables
+from movielens_als.lakehouse.names import Namespace
+from movielens_als.lakehouse.spark import storage_root
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from movielens_als import config, tasks
-from movielens_als.bundle_config import load_bundle, task_argv
+from movielens_als import commands, config
+from movielens_als.bundle.config import load_bundle, task_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,7 +78,7 @@ def test_the_check_fails_when_a_default_changes_in_one_place_only(bundle):
 
 
 def test_cli_defaults_and_choices_come_from_config():
-    parser = tasks.build_parser()
+    parser = commands.build_parser()
     args = parser.parse_args(["recommend"])
     assert (args.top_n, args.min_ratings, args.popular_min_count, args.popular_damping, args.block_size) == (
         config.RECOMMEND.top_n,

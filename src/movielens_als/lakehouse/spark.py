@@ -1,0 +1,192 @@
+"""The one SparkSession factory, classic or Spark Connect, and where files live (landing area, models, reports).
+
+On Databricks the runtime's session is used as it is: classic on a dedicated cluster, Spark
+Connect on serverless and standard access. Elsewhere a local ``local[*]`` Spark with Delta and a
+warehouse under the lakehouse home; its catalog is the session's own (see :mod:`lakehouse`).
+
+PySpark's convention picks the mode: with ``SPARK_REMOTE`` (or ``--remote``) set, the session is
+a Spark Connect client. ``sc://host:port`` connects to a running server; ``local`` or
+``local[N]`` starts pyspark's Connect server inside this process on a free port, configured
+exactly like the classic session (Delta's extensions and catalog, the warehouse and the
+checkpoint directory are static: they reach the server when it starts), so both modes read and
+write the same tables.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import urllib.parse
+import uuid
+import warnings
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from movielens_als import interrupt
+from movielens_als.errors import MovieLensAlsError
+from movielens_als.lakehouse.names import Namespace, validate_identifier
+
+HOME_ENV = "MOVIELENS_ALS_HOME"
+REMOTE_ENV = "SPARK_REMOTE"
+DEFAULT_HOME = ".lakehouse"
+CHECKPOINT_CONF = "spark.checkpoint.dir"  # Spark 4.0: the Spark context's checkpoint dir, set at start
+CONNECT_PLUGIN = "org.apache.spark.sql.connect.SparkConnectPlugin"
+
+
+def on_databricks() -> bool:
+    """True inside a Databricks Runtime (job cluster, serverless, notebook)."""
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (no Spark context, no RDDs)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def lakehouse_home(home: str | os.PathLike | None = None) -> Path:
+    """Local lakehouse home: ``home``, else $MOVIELENS_ALS_HOME, else ./.lakehouse (absolute)."""
+    return Path(home or os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser().resolve()
+
+
+def get_spark(
+    home: str | os.PathLike | None = None, app_name: str = "movielens-als", remote: str | None = None
+) -> SparkSession:
+    """The runtime's session on Databricks; elsewhere a classic or Spark Connect session (``remote``,
+    else $SPARK_REMOTE) on the lakehouse under ``home``."""
+    if on_databricks():
+        return SparkSession.builder.getOrCreate()
+    remote = remote or os.environ.get(REMOTE_ENV)
+    if remote:
+        return _connect_session(remote, lakehouse_home(home), app_name)
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    session = _builder(lakehouse_home(home), _cores(), app_name).getOrCreate()
+    interrupt.install(session)
+    return session
+
+
+def _cores() -> int:
+    return os.cpu_count() or 2
+
+
+def _builder(home: Path, cores: int, app_name: str) -> SparkSession.Builder:
+    from delta import configure_spark_with_delta_pip
+
+    home.mkdir(parents=True, exist_ok=True)
+    # Workers must run the driver's interpreter, not whatever python3 is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no network needed, no hostname warning
+    log4j = Path(__file__).with_name("log4j2.properties")
+    builder = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName(app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        # No shared metastore: several processes use one home, and each finds the tables on disk.
+        .config("spark.sql.catalogImplementation", "in-memory")
+        .config("spark.sql.warehouse.dir", str(home / "warehouse"))
+        # ALS checkpoints its factors every few iterations only where a checkpoint dir is set; the
+        # larger stack is a second guard for lineage a checkpoint does not cut.
+        .config(CHECKPOINT_CONF, str(home / "checkpoints"))
+        .config("spark.driver.extraJavaOptions", f"-Xss16m -Dlog4j.configurationFile={log4j}")
+        .config("spark.sql.shuffle.partitions", str(max(2, 2 * cores)))
+        .config("spark.default.parallelism", str(cores))
+        .config("spark.driver.memory", os.environ.get("MOVIELENS_ALS_DRIVER_MEMORY", "4g"))
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.local.dir", str(home / "tmp"))
+    )
+    return configure_spark_with_delta_pip(builder)
+
+
+def _connect_session(remote: str, home: Path, app_name: str) -> SparkSession:
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    # The top-k numbers catalogue-sized tables with one ordered window on purpose; the Connect client
+    # repeats the server's warning about it as a Python warning on every plan.
+    warnings.filterwarnings("ignore", message=".*No Partition Defined for Window operation.*")
+
+    if remote.startswith("sc://"):
+        _check_reachable(remote)
+        return ConnectSession.builder.remote(remote).getOrCreate()
+    if remote != "local" and not remote.startswith("local["):
+        raise MovieLensAlsError(f"--remote {remote!r}: expected sc://host:port, local or local[N]")
+    active = ConnectSession.getActiveSession()
+    if active is not None:
+        return active
+    cores = int(remote[6:-1]) if remote.startswith("local[") and remote[6:-1].isdigit() else _cores()
+    port = _free_port()
+    # pyspark's own local server (builder.remote("local")) always listens on 15002: two processes
+    # on one machine would share it, and the second would write into the first one's lakehouse.
+    os.environ.setdefault("SPARK_CONNECT_AUTHENTICATE_TOKEN", uuid.uuid4().hex)
+    # The classic builder refuses to start while SPARK_REMOTE is set; pyspark's own launcher hides it too.
+    saved = os.environ.pop(REMOTE_ENV, None)
+    try:
+        (
+            _builder(home, cores, app_name)
+            .config("spark.plugins", CONNECT_PLUGIN)
+            .config("spark.connect.grpc.binding.port", str(port))
+            .config("spark.sql.artifact.isolation.enabled", "true")
+            .config("spark.sql.artifact.isolation.alwaysApplyClassloader", "true")
+            .getOrCreate()
+        )
+    finally:
+        if saved is not None:
+            os.environ[REMOTE_ENV] = saved
+    # pyspark.ml and delta dispatch to their Connect implementations on this flag.
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    return ConnectSession.builder.remote(f"sc://localhost:{port}").getOrCreate()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def conf_value(spark: SparkSession, key: str) -> str | None:
+    """A Spark setting, or None where it is unset or the compute will not tell (serverless refuses some keys)."""
+    try:
+        return spark.conf.get(key, None)
+    except Exception:  # noqa: BLE001 - an unreadable setting is an unset one here
+        return None
+
+
+def ensure_checkpoint_dir(spark: SparkSession, storage: Path) -> None:
+    """ALS lineage grows with each iteration; without a checkpoint dir ~15+ iterations overflow the stack.
+
+    Sessions made here set ``spark.checkpoint.dir`` at start. A Databricks classic cluster's session
+    may lack it and can still set it; a Spark Connect client cannot (see :mod:`als`).
+    """
+    if conf_value(spark, CHECKPOINT_CONF) or is_connect(spark):
+        return
+    sc = spark.sparkContext  # classic-only: guarded by is_connect above, Connect has no Spark context
+    if sc.getCheckpointDir() is None:
+        sc.setCheckpointDir(str(storage / "checkpoints"))
+
+
+def storage_root(namespace: Namespace, volume: str, home: str | os.PathLike | None = None) -> Path:
+    """Files area for a namespace: the UC volume on Databricks, a mirror of it under the home locally."""
+    validate_identifier(volume, "volume")
+    if on_databricks():
+        return Path("/Volumes") / namespace.catalog / namespace.schema / volume
+    return lakehouse_home(home) / "volumes" / namespace.catalog / namespace.schema / volume
+
+
+def _check_reachable(remote: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after the Connect client's minutes of retries, when nothing listens at ``remote``."""
+    try:
+        url = urllib.parse.urlsplit(remote.split(";", 1)[0].rstrip("/"))
+        address = (url.hostname or "", url.port or 15002)
+        socket.create_connection(address, timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise MovieLensAlsError(
+            f"cannot reach the Spark Connect server at {remote} ({exc}): check --remote / SPARK_REMOTE "
+            "and that the server is running"
+        ) from None
