@@ -41,6 +41,11 @@ TRAINING_RUNS = TableSpec(
         Column("mlflow_run_id", "STRING", "MLflow run holding the parameters, scores and logged models"),
         Column("rating_model_version", "BIGINT", "Registered version of <catalog>.<schema>.movielens_als_rating"),
         Column("ranking_model_version", "BIGINT", "Registered version of <catalog>.<schema>.movielens_als_ranking"),
+        Column(
+            "recommender_model_version",
+            "BIGINT",
+            "Registered version of <catalog>.<schema>.movielens_als_recommender (what a serving endpoint answers with)",
+        ),
         Column("started_at", "TIMESTAMP", "UTC start of the run"),
         Column("finished_at", "TIMESTAMP", "UTC end of the run"),
         Column("timings", "STRING", "JSON: seconds per step (tuning, refit, save)"),

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import lakehouse_home, on_databricks
 from movielens_als.ml.pyfunc import RankingPyfunc, RatingPyfunc
 
-RANKING_MODEL, RATING_MODEL = "ranking", "rating"
+RANKING_MODEL, RATING_MODEL, RECOMMENDER_MODEL = "ranking", "rating", "recommender"
 CHAMPION, CHALLENGER = "champion", "challenger"
 LOCAL_EXPERIMENT = "movielens_als"
 SIGNATURE = ModelSignature(
@@ -88,16 +88,27 @@ def tracked_run(run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRu
         yield run
 
 
-def log_model(namespace: Namespace, kind: str, save: Callable[[Path], None], example: pd.DataFrame) -> int:
-    """Log a model to the active run (``save`` writes its files) and register it; the new version is ``challenger``."""
-    python_model = RankingPyfunc() if kind == RANKING_MODEL else RatingPyfunc()
+def log_model(
+    namespace: Namespace,
+    kind: str,
+    save: Callable[[Path], None],
+    example: pd.DataFrame,
+    python_model: mlflow.pyfunc.PythonModel | None = None,
+    signature: ModelSignature = SIGNATURE,
+    code_paths: list[str] | None = None,
+) -> int:
+    """Log a model to the active run (``save`` writes its files) and register it; the new version is ``challenger``.
+
+    ``python_model`` defaults to the ranking or rating pyfunc of ``kind``; ``code_paths`` ship with the model, for
+    a server that does not have this package installed."""
+    python_model = python_model or (RankingPyfunc() if kind == RANKING_MODEL else RatingPyfunc())
     name = model_name(namespace, kind)
     with tempfile.TemporaryDirectory(prefix=f"movielens_als_{kind}_") as tmp:
         folder = Path(tmp) / "model"  # the artifact keeps this name: download() finds it under artifacts/model
         save(folder)
         info = mlflow.pyfunc.log_model(
-            name=f"{kind}_model", python_model=python_model, artifacts={"model": str(folder)}, signature=SIGNATURE,
-            input_example=example, pip_requirements=PIP_REQUIREMENTS, registered_model_name=name,
+            name=f"{kind}_model", python_model=python_model, artifacts={"model": str(folder)}, signature=signature,
+            input_example=example, pip_requirements=PIP_REQUIREMENTS, registered_model_name=name, code_paths=code_paths,
         )  # fmt: skip
     version = int(info.registered_model_version)
     MlflowClient().set_registered_model_alias(name, CHALLENGER, version)
@@ -124,6 +135,12 @@ def fail_runs(run_ids: list[str]) -> None:
 
 def set_alias(namespace: Namespace, kind: str, alias: str, version: int) -> None:
     MlflowClient().set_registered_model_alias(model_name(namespace, kind), alias, version)
+
+
+def delete_alias(namespace: Namespace, kind: str, alias: str) -> None:
+    """Remove ``alias`` from a registered model; nothing to do where the model or the alias does not exist."""
+    with suppress(MlflowException):
+        MlflowClient().delete_registered_model_alias(model_name(namespace, kind), alias)
 
 
 def tag_version(namespace: Namespace, kind: str, version: int, tags: dict[str, str]) -> None:

@@ -28,7 +28,7 @@ from movielens_als.ml import registry
 from movielens_als.ml.metrics import ranking_metrics_fn, rating_metrics_fn
 from movielens_als.ml.models import MODEL_METRICS, load_champion, resolve_run_id, run_info
 from movielens_als.ml.ranking_model import model_top_k
-from movielens_als.ml.registry import CHAMPION, RANKING_MODEL, RATING_MODEL
+from movielens_als.ml.registry import CHAMPION, RANKING_MODEL, RATING_MODEL, RECOMMENDER_MODEL
 from movielens_als.ml.splitting import test_frames
 from movielens_als.result import TaskResult
 
@@ -120,6 +120,13 @@ def promote(
     if row["decision"] != "refused":
         registry.set_alias(namespace, RANKING_MODEL, CHAMPION, row["challenger_ranking_version"])
         registry.set_alias(namespace, RATING_MODEL, CHAMPION, row["challenger_rating_version"])
+        # The endpoint's model moves with the ranking model it was built from; a run older than the
+        # recommender model has none, and no recommender of another run may stay champion beside it.
+        recommender = run_info(spark, namespace, run_id).get("recommender_model_version")
+        if recommender is None:
+            registry.delete_alias(namespace, RECOMMENDER_MODEL, CHAMPION)
+        else:
+            registry.set_alias(namespace, RECOMMENDER_MODEL, CHAMPION, recommender)
     decision, reason = row["decision"], row["reason"]
     return TaskResult(
         "promote",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from movielens_als.config import RECOMMEND as DEFAULTS
@@ -23,12 +23,11 @@ from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.tables import Column, TableSpec
 from movielens_als.ml import models
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.popular import popular_movies_fn
 from movielens_als.ml.topk import top_k_fn
 from movielens_als.result import TaskResult
 
 MAX_TOP_N = 100
-ALL_GENRES = "All"  # genre value of the overall popularity ranking (not a MovieLens genre)
-POPULAR_DEPTH = MAX_TOP_N  # popular rows kept per genre: enough for any top_n after removing seen items
 
 USER_RECOMMENDATIONS = TableSpec(
     "user_recommendations",
@@ -128,49 +127,6 @@ def similar_movies_fn(
         "rank",
         F.col("right_id").alias("similar_movie_id"),
         F.col("score").alias("similarity"),
-    )
-
-
-def popular_movies_fn(
-    ratings: DataFrame,
-    movies: DataFrame,
-    min_count: int,
-    damping: float,
-    depth: int = POPULAR_DEPTH,
-) -> DataFrame:
-    """(genre, rank, movie_id, num_ratings, avg_rating, score): damped-average ranking, overall and per genre.
-
-    score = (sum of ratings + damping * global mean) / (num_ratings + damping): a movie with few
-    ratings is pulled towards the global mean, so two 5-star ratings do not top the chart. Movies
-    with fewer than ``min_count`` ratings are left out. Genre 'All' is the overall ranking.
-    """
-    if min_count < 1:
-        raise MovieLensAlsError(f"min_count must be at least 1, got {min_count}")
-    if damping < 0:
-        raise MovieLensAlsError(f"damping must be non-negative, got {damping}")
-    global_mean = ratings.agg(F.avg("rating").alias("global_mean"))
-    per_movie = (
-        ratings.groupBy("movie_id")
-        .agg(F.count("*").alias("num_ratings"), F.sum("rating").alias("rating_sum"))
-        .where(F.col("num_ratings") >= min_count)
-        .crossJoin(global_mean)  # one row: attaches the global mean, not a cross product
-        .select(
-            "movie_id",
-            "num_ratings",
-            (F.col("rating_sum") / F.col("num_ratings")).alias("avg_rating"),
-            (
-                (F.col("rating_sum") + F.lit(float(damping)) * F.col("global_mean"))
-                / (F.col("num_ratings") + F.lit(float(damping)))
-            ).alias("score"),
-        )
-    )
-    genres = movies.select("movie_id", F.explode_outer("genres").alias("genre")).where(F.col("genre").isNotNull())
-    scoped = per_movie.withColumn("genre", F.lit(ALL_GENRES)).unionByName(per_movie.join(genres, "movie_id"))
-    by_score = Window.partitionBy("genre").orderBy(F.col("score").desc(), F.col("movie_id").asc())
-    return (
-        scoped.withColumn("rank", F.row_number().over(by_score).cast("int"))
-        .where(F.col("rank") <= depth)
-        .select("genre", "rank", "movie_id", "num_ratings", "avg_rating", "score")
     )
 
 
@@ -279,7 +235,7 @@ def _write_serving_tables(
     ratings = ratings.select("user_id", "movie_id", "rating").cache()
     try:
         users = model.users.join(active_users(ratings, min_ratings).withColumnRenamed("user_id", "id"), "id")
-        popular = popular_movies_fn(ratings, movies, popular_min_count, popular_damping)
+        popular = popular_movies_fn(ratings, movies, popular_min_count, popular_damping, depth=MAX_TOP_N)
         frequent = ratings.groupBy("movie_id").count().where(F.col("count") >= popular_min_count)
         similar = similar_movies_fn(model.items, top_n, candidates=frequent, block_size=block_size)
         recs = top_n_fn(users, model.items, ratings, top_n, block_size=block_size)

@@ -19,13 +19,16 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+import movielens_als
 from movielens_als import interrupt
 from movielens_als.columns import ITEM, RATING, SPLIT, USER
 from movielens_als.config import TRAIN as DEFAULTS
@@ -50,9 +53,12 @@ from movielens_als.ml.rating_model import (
     fit_rating_model,
     predict_ratings_fn,
 )
-from movielens_als.ml.registry import RANKING_MODEL, RATING_MODEL
+from movielens_als.ml.registry import RANKING_MODEL, RATING_MODEL, RECOMMENDER_MODEL
 from movielens_als.ml.splitting import read_splits, tuning_frames
 from movielens_als.result import TaskResult
+from movielens_als.serving.artifacts import recommender_params, save_recommender
+from movielens_als.serving.model import SIGNATURE as RECOMMENDER_SIGNATURE
+from movielens_als.serving.model import RecommenderPyfunc
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +254,12 @@ def train(
         every_rating = spark.read.option("versionAsOf", ratings_version).table(namespace.table("ratings"))
         serving_model = fit_ranking_model(every_rating.select(USER, ITEM, RATING), ranking_params, seed)
         timed("serving_refit", t)
+        movies = tables.require_table(spark, namespace, "movies", "run `movielens-als land` first")
+
+        def save_recommender_model(folder: Path) -> None:
+            params = recommender_params(ranking_params, run_id)
+            ratings = every_rating.select(USER, ITEM, RATING)
+            save_recommender(folder, serving_model, ratings, movies, params, Path(storage) / "tmp" / run_id)
 
         t = time.monotonic()
         rating_hyperparams = json.dumps({**rating_params, "blend": blend.as_dict()}, sort_keys=True)
@@ -268,6 +280,7 @@ def train(
             timings,
             models,
             full,
+            save_recommender_model,
         )
         timed("log_models", t)
         failpoint("train.logged")
@@ -319,8 +332,9 @@ def _track(
     timings: dict,
     models: RunModels,
     rows: DataFrame,
+    save_recommender_model: Callable[[Path], None],
 ) -> dict[str, Any]:
-    """One MLflow run: parameters, validation scores, timings and both models, registered as challengers."""
+    """One MLflow run: parameters, validation scores, timings and the three models, registered as challengers."""
     best_rating = min((s for s in scores if s.get("stage") == "als"), key=lambda s: s["rmse"])
     best_ranking = max((s for s in scores if s["model"] == "ranking"), key=lambda s: s["ndcg_at_k"])
     tags = {"movielens_als.run_id": run_id, "protocol": protocol, "ratings_version": str(ratings_version)}
@@ -347,10 +361,18 @@ def _track(
         ranking_version = registry.log_model(namespace, RANKING_MODEL, save_ranking, example)
         failpoint("train.logging")
         rating_version = registry.log_model(namespace, RATING_MODEL, models.rating.save, example)
-        for kind, version in ((RANKING_MODEL, ranking_version), (RATING_MODEL, rating_version)):
+        request = pd.DataFrame({"user_id": [int(example[USER].iloc[0])], "n": [10]})
+        recommender_version = registry.log_model(
+            namespace, RECOMMENDER_MODEL, save_recommender_model, request, RecommenderPyfunc(), RECOMMENDER_SIGNATURE,
+            code_paths=[str(Path(movielens_als.__file__).parent)],  # a serving endpoint has no wheel installed
+        )  # fmt: skip
+        versions = ((RANKING_MODEL, ranking_version), (RATING_MODEL, rating_version),
+                    (RECOMMENDER_MODEL, recommender_version))  # fmt: skip
+        for kind, version in versions:
             registry.tag_version(namespace, kind, version, tags)
     return {
         "mlflow_run_id": run.info.run_id,
         "ranking_model_version": ranking_version,
         "rating_model_version": rating_version,
+        "recommender_model_version": recommender_version,
     }

@@ -15,6 +15,7 @@ from movielens_als.errors import MovieLensAlsError
 from movielens_als.lakehouse import tables
 from movielens_als.ml import registry
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.popular import popular_movies_fn
 from movielens_als.tasks import recommend as rec
 
 FACTORS = T.StructType([T.StructField("id", T.IntegerType()), T.StructField("features", T.ArrayType(T.FloatType()))])
@@ -180,7 +181,7 @@ def test_popular_movies_use_damped_average_with_minimum_count_overall_and_per_ge
         [(1, ["Drama"]), (2, ["Drama", "Comedy"]), (3, ["Comedy"]), (4, ["Drama"]), (5, ["Comedy"])],
         "movie_id INT, genres ARRAY<STRING>",
     )
-    result = rec.popular_movies_fn(ratings, movies, min_count=2, damping=2.0)
+    result = popular_movies_fn(ratings, movies, min_count=2, damping=2.0)
     mean = 53 / 14  # all 14 ratings, including movie 4's single one
     s1, s2, s3 = (10 + 2 * mean) / 4, (16 + 2 * mean) / 6, (6 + 2 * mean) / 5
     expected = spark.createDataFrame(

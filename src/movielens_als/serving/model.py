@@ -1,0 +1,199 @@
+"""The recommender model: the champion answering requests, as an MLflow pyfunc that needs no Spark.
+
+Its artifacts (written by :mod:`.artifacts` at train time) are what answering needs: the serving
+factors of the ranking model, the item Gram matrix, each known user's rated movies (CSR arrays),
+titles, the popular-movies ranking and the fold-in hyperparameters. Each request row gets up to
+``n`` answer rows (``request``, ``rank``, ``movie_id``, ``title``, ``score``, ``source``):
+
+- ``personal``: a known user with at least ``min_ratings`` ratings, ranked by the stored user factor:
+  the same movies in the same order as ``user_recommendations``;
+- ``folded``: fresh ratings (with a known user's stored ones, fresh winning) folded in with Spark ALS's
+  implicit update (:mod:`.foldin`), every rated movie excluded;
+- ``popular``: fewer known movies than ``min_ratings``: the popular ranking, rated movies excluded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
+
+from movielens_als.serving.foldin import fold_in, top_n
+from movielens_als.serving.requests import Limits, Request, RequestError, parse_requests
+
+PERSONAL, FOLDED, POPULAR = "personal", "folded", "popular"
+ANSWER_COLUMNS = ("request", "rank", "movie_id", "title", "score", "source")
+# Any-typed inputs: MLflow's coercion would turn user_id 1.5 into 1 and refuse [5, 4] as ratings;
+# :mod:`.requests` checks every field with a message that names it.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(AnyType(), name, required=False) for name in ("user_id", "movie_ids", "ratings", "n")]),
+    outputs=Schema(
+        [
+            ColSpec("long", "request"),
+            ColSpec("long", "rank"),
+            ColSpec("long", "movie_id"),
+            ColSpec("string", "title"),
+            ColSpec("double", "score"),
+            ColSpec("string", "source"),
+        ]
+    ),
+)
+
+
+@dataclass
+class Recommender:
+    """The loaded artifacts, and the answer to parsed requests."""
+
+    params: dict
+    user_ids: np.ndarray  # sorted int64
+    users: np.ndarray  # float64, one row per user_ids entry
+    item_ids: np.ndarray  # sorted int64
+    items: np.ndarray  # float64
+    item_gram: np.ndarray
+    seen_indptr: np.ndarray  # user row -> slice of seen_items / seen_values
+    seen_items: np.ndarray  # item rows (positions in item_ids)
+    seen_values: np.ndarray  # the implicit value each was trained with
+    titles: np.ndarray  # object, per item row ("" when unknown)
+    popular_rows: np.ndarray  # item rows, most popular first
+    popular_scores: np.ndarray
+
+    @classmethod
+    def load(cls, folder: Path) -> Recommender:
+        arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
+        params = json.loads((folder / "params.json").read_text())
+        titles = pd.read_parquet(folder / "titles.parquet")
+        item_ids = arrays["item_ids"].astype(np.int64)
+        title_of = np.full(len(item_ids), "", dtype=object)
+        rows, known = _rows(item_ids, titles["movie_id"].to_numpy())
+        title_of[rows[known]] = titles["title"].to_numpy()[known]
+        return cls(
+            params=params,
+            user_ids=arrays["user_ids"].astype(np.int64),
+            users=arrays["users"].astype(np.float64),
+            item_ids=item_ids,
+            items=arrays["items"].astype(np.float64),
+            item_gram=arrays["item_gram"],
+            seen_indptr=arrays["seen_indptr"],
+            seen_items=arrays["seen_items"],
+            seen_values=arrays["seen_values"].astype(np.float64),
+            titles=title_of,
+            popular_rows=arrays["popular_rows"],
+            popular_scores=arrays["popular_scores"],
+        )
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.params["rating_min"], self.params["rating_max"], self.params["default_n"])
+
+    def answer(self, requests: list[Request]) -> pd.DataFrame:
+        parts = [self._one(position, request) for position, request in enumerate(requests)]
+        if not parts:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(ANSWER_COLUMNS, _DTYPES, strict=True)})
+        return pd.concat(parts, ignore_index=True)
+
+    def _one(self, position: int, request: Request) -> pd.DataFrame:
+        stored_rows, stored_values = self._stored(request.user_id)
+        fresh_rows, known = _rows(self.item_ids, request.movie_ids)
+        # Fresh ratings win over stored ones of the same movie; unknown movies have no factors to fold in.
+        fresh = dict(zip(fresh_rows[known].tolist(), self._implicit(request.ratings[known]).tolist(), strict=True))
+        merged = {**dict(zip(stored_rows.tolist(), stored_values.tolist(), strict=True)), **fresh}
+        rated = np.fromiter(merged, dtype=np.int64, count=len(merged))
+        if len(merged) < self.params["min_ratings"] or not (fresh or self._known(request.user_id)):
+            rows = self.popular_rows
+            picked = top_n(
+                -np.arange(len(rows), dtype=np.float64), rows, np.flatnonzero(np.isin(rows, rated)), request.n
+            )
+            return self._frame(position, rows[picked], self.popular_scores[picked], POPULAR)
+        if fresh:
+            values = np.fromiter(merged.values(), dtype=np.float64, count=len(merged))
+            vector = fold_in(self.items, self.item_gram, rated, values, self.params["alpha"], self.params["reg_param"])
+            source = FOLDED
+        else:
+            vector = self.users[np.searchsorted(self.user_ids, request.user_id)]
+            source = PERSONAL
+        scores = self.items @ vector
+        picked = top_n(scores, self.item_ids, rated, request.n)
+        return self._frame(position, picked, scores[picked], source)
+
+    def _known(self, user_id: int | None) -> bool:
+        if user_id is None:
+            return False
+        row = np.searchsorted(self.user_ids, user_id)
+        return bool(row < len(self.user_ids) and self.user_ids[row] == user_id)
+
+    def _stored(self, user_id: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """A known user's rated item rows and implicit values; empty for anyone else."""
+        if not self._known(user_id):
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        row = np.searchsorted(self.user_ids, user_id)
+        start, end = self.seen_indptr[row], self.seen_indptr[row + 1]
+        return self.seen_items[start:end].astype(np.int64), self.seen_values[start:end]
+
+    def _implicit(self, ratings: np.ndarray) -> np.ndarray:
+        """The value implicit ALS trained with: the rating, or 1 for every rated movie."""
+        return ratings if self.params["implicit_value"] == "rating" else np.ones_like(ratings)
+
+    def _frame(self, position: int, rows: np.ndarray, scores: np.ndarray, source: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "request": np.full(len(rows), position, dtype=np.int64),
+                "rank": np.arange(1, len(rows) + 1, dtype=np.int64),
+                "movie_id": self.item_ids[rows],
+                "title": self.titles[rows],
+                "score": scores.astype(np.float64),
+                "source": source,
+            }
+        )
+
+
+_ARRAYS = ("user_ids", "users", "item_ids", "items", "item_gram", "seen_indptr", "seen_items", "seen_values",
+           "popular_rows", "popular_scores")  # fmt: skip
+_DTYPES = ("int64", "int64", "int64", "object", "float64", "object")
+
+
+def _rows(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``ids`` in ``sorted_ids`` and which of them are there at all."""
+    ids = np.asarray(ids, dtype=np.int64)
+    rows = np.searchsorted(sorted_ids, ids)
+    inside = rows < len(sorted_ids)
+    known = inside.copy()
+    known[inside] = sorted_ids[rows[inside]] == ids[inside]
+    return np.where(known, rows, 0), known
+
+
+class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
+    """The pyfunc face of :class:`Recommender`: bad requests are MLflow's INVALID_PARAMETER_VALUE (HTTP 400)."""
+
+    def load_context(self, context) -> None:
+        self.recommender = Recommender.load(Path(context.artifacts["model"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        try:
+            requests = parse_requests(model_input, self.recommender.limits)
+        except RequestError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        return self.recommender.answer(requests)
+
+
+def sample_requests(model: mlflow.pyfunc.PyFuncModel) -> pd.DataFrame:
+    """A known user's request and a fold-in request built from the model's own artifacts: a load-and-answer check."""
+    recommender: Recommender = model.unwrap_python_model().recommender
+    counts = np.diff(recommender.seen_indptr)
+    user = int(recommender.user_ids[np.argmax(counts >= recommender.params["min_ratings"])])
+    movies = recommender.item_ids[recommender.popular_rows[:5]]
+    rating = float(recommender.params["rating_max"])
+    return pd.DataFrame(
+        [
+            {"user_id": user, "movie_ids": None, "ratings": None, "n": 10},
+            {"user_id": None, "movie_ids": movies.tolist(), "ratings": [rating] * len(movies), "n": 10},
+        ]
+    )

@@ -1,0 +1,87 @@
+"""``movielens-als serve``: the local registry's champion behind MLflow's own scoring server.
+
+The app is ``mlflow.pyfunc.scoring_server.init(model)``, what ``mlflow models serve`` runs (here in the
+current Python environment, no conda), with one change: error bodies carry a one-line message and no
+``stack_trace`` (a client never needs it, and it shows an attacker the code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from movielens_als.errors import MovieLensAlsError
+from movielens_als.lakehouse.names import Namespace
+from movielens_als.ml import registry
+from movielens_als.serving.champion import champion_version, load_version
+
+MAX_BODY = 4 * 1024 * 1024  # 1,000 requests of 5,000 ratings fit well below this
+
+
+def create_app(model):
+    """MLflow's scoring server app for ``model``, with plain error bodies and a request size limit."""
+    from fastapi import Request
+    from fastapi.responses import Response
+    from mlflow.pyfunc import scoring_server
+
+    app = scoring_server.init(model)
+
+    @app.middleware("http")
+    async def plain_errors(request: Request, call_next):
+        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+            return _error(413, "REQUEST_TOO_LARGE", f"request body over {MAX_BODY} bytes")
+        response = await call_next(request)
+        if response.status_code < 400:
+            return response
+        body = b"".join([chunk async for chunk in response.body_iterator])
+        code, message = _error_fields(body)
+        return _error(response.status_code, code, message)
+
+    def _error(status: int, code: str, message: str) -> Response:
+        content = json.dumps({"error_code": code, "message": message})
+        return Response(content=content, status_code=status, media_type="application/json")
+
+    return app
+
+
+def _error_fields(body: bytes) -> tuple[str, str]:
+    """(error code, one-line message) of a scoring server error body: no stack trace, no echo of the input."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = {"message": body.decode("utf-8", "replace")}
+    if not isinstance(payload, dict):
+        payload = {"message": str(payload)}
+    message = str(payload.get("message", ""))
+    # The server wraps a model's own message as "Failed to predict data '<the whole input>'. \nError: <message>".
+    message = message.rsplit("\nError: ", 1)[-1]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return str(payload.get("error_code", "BAD_REQUEST")), (lines[0] if lines else "bad request")[:500]
+
+
+def serve(namespace: Namespace, home: str | os.PathLike | None, host: str, port: int) -> int:
+    """Serve the champion recommender at ``http://host:port/invocations`` until Ctrl-C; the exit code."""
+    import uvicorn
+
+    registry.configure(home)
+    version = champion_version(namespace)
+    _check_free(host, port)
+    model = load_version(namespace, version)
+    app = create_app(model)
+    name = registry.model_name(namespace, registry.RECOMMENDER_MODEL)
+    print(f"serving {name} version {version} (champion) at http://{host}:{port}/invocations; Ctrl-C stops", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    print("stopped", flush=True)
+    return 0
+
+
+def _check_free(host: str, port: int) -> None:
+    """One error line, before the model loads, when the address is taken or not this machine's."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as exc:
+        raise MovieLensAlsError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): pass another --port or --host"
+        ) from None
