@@ -34,6 +34,10 @@ def dispatch(args: argparse.Namespace) -> int:
             overrides=args.param,
             remote=args.remote,
         )
+    if args.command == "serve":  # MLflow's scoring server over the local registry: no Spark is started
+        from movielens_als.serving.server import serve
+
+        return serve(Namespace(args.catalog, args.schema), args.home, args.host, args.port)
     if args.command == "synth":
         print(synthesize(args.ratings, args.out, seed=args.seed))
         return 0

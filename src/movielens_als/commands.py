@@ -16,6 +16,7 @@ from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import storage_root
 from movielens_als.ml import registry
 from movielens_als.result import TaskResult
+from movielens_als.tasks.deploy import deploy
 from movielens_als.tasks.evaluate import evaluate
 from movielens_als.tasks.land import land
 from movielens_als.tasks.promote import promote
@@ -87,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
 def execute(args: argparse.Namespace, spark=None) -> TaskResult:
     """Run one task command; the SparkSession is made from the arguments unless one is passed in."""
     namespace = Namespace(args.catalog, args.schema)  # validates before any Spark work
+    if args.command == "deploy":  # no Spark: the model answers in process, or the endpoint is API calls
+        registry.configure(args.home)
+        return deploy(
+            namespace,
+            endpoint_name=args.endpoint_name,
+            workload_size=args.workload_size,
+            scale_to_zero=args.scale_to_zero,
+            readers_group=args.readers_group,
+            timeout=args.timeout,
+        )
     storage = storage_root(namespace, args.volume, args.home)
     spark = spark or open_lakehouse(args.home, remote=args.remote, namespace=namespace)
     if args.command == "land":

@@ -56,6 +56,7 @@ PROTOCOLS = {
     "chrono": Protocol("chrono", "chrono", None, "user_id"),
 }
 SQL_FORMATS = ("table", "json", "csv")
+WORKLOAD_SIZES = ("Small", "Medium", "Large")  # Model Serving's CPU sizes: up to 4, 16 and 64 concurrent requests
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,29 @@ class Publish:
 
 
 @dataclass(frozen=True)
+class Deploy:
+    endpoint_name: str = option(
+        "movielens-als",
+        "Model Serving endpoint that serves the champion (letters, digits, - and _, at most 63)",
+        variable="serving_endpoint_name",
+    )
+    workload_size: str = option(
+        "Small", "endpoint compute per served model", choices=WORKLOAD_SIZES, variable="serving_workload_size"
+    )
+    scale_to_zero: bool = option(
+        True, "let the endpoint scale to zero when idle (slow first request)", variable="serving_scale_to_zero"
+    )
+    readers_group: str = option("account users", "group granted CAN_QUERY on the endpoint", variable="readers_group")
+    timeout: int = option(2400, "seconds to wait for the endpoint to finish creating or updating")
+
+
+@dataclass(frozen=True)
+class Serve:
+    port: int = option(5000, "port of the local scoring server")
+    host: str = option("127.0.0.1", "interface to listen on (0.0.0.0 serves other machines too)")
+
+
+@dataclass(frozen=True)
 class Sql:
     query: str = option(MISSING, "SQL text; {catalog} and {schema} are replaced by the flags' values", positional=True)
     format: str = option("table", "output format", choices=SQL_FORMATS)
@@ -161,6 +185,7 @@ class Synth:
 
 
 LAND, SPLIT, TRAIN, EVALUATE, PROMOTE, RECOMMEND = Land(), Split(), Train(), Evaluate(), Promote(), Recommend()
+DEPLOY, SERVE = Deploy(), Serve()
 TABLE_LIMIT = 1000  # rows `sql --format table` prints when --limit is not given
 
 # Subcommand -> (help, option groups). Task commands take the common namespace options too.
@@ -175,6 +200,11 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
     ),
     "recommend": ("top-N per user from the champion, cold-start fallback and similar movies", (Common, Recommend)),
     "publish": ("create the SQL views from jobs/sql", (Common, Publish)),
+    "deploy": (
+        "serve the champion recommender on a Model Serving endpoint (locally: load it and answer sample requests)",
+        (Common, Deploy),
+    ),
+    "serve": ("serve the local registry's champion recommender over HTTP until Ctrl-C", (Common, Serve)),
     "sql": ("run SQL against the lakehouse, or on a Databricks SQL warehouse (--warehouse)", (Common, Sql)),
     "synth": ("write a MovieLens-shaped synthetic csv release (ml-25m's shape, scaled to --ratings)", (Synth,)),
 }
@@ -183,7 +213,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
 def variables() -> dict[str, Any]:
     """Bundle variable name -> the default this package uses for it."""
     out = {}
-    for group in (Land, Split, Train, Evaluate, Promote, Recommend):
+    for group in (Land, Split, Train, Evaluate, Promote, Recommend, Deploy):
         for f in fields(group):
             if f.metadata.get("variable"):
                 out[f.metadata["variable"]] = f.default

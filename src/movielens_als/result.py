@@ -14,7 +14,7 @@ class TaskResult:
     headline: str | None = None  # one line worth printing on its own (the gate's decision)
 
     def summary(self) -> str:
-        """One line: ``land: ratings=100000 movies=1682 ...; run_id=...``."""
+        """One line: ``land: ratings=100000 movies=1682 ...; run_id=...`` (``deploy: version=3 ...`` without rows)."""
         rows = " ".join(f"{table}={n}" for table, n in self.rows.items())
         facts = " ".join(f"{k}={v}" for k, v in self.details.items() if not isinstance(v, (dict, list)))
-        return f"{self.task}: {rows}" + (f"; {facts}" if facts else "")
+        return f"{self.task}: " + "; ".join(part for part in (rows, facts) if part)

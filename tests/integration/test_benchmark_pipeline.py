@@ -97,7 +97,7 @@ def test_classic_pipeline_beats_the_quickstart_baseline(spark, classic):
 
 def test_connect_run_succeeds_and_its_als_checkpoints_on_the_server(connect_run):
     home, stdout, _ = connect_run
-    for task in ("land", "split", "train", "evaluate", "promote", "recommend", "publish"):
+    for task in ("land", "split", "train", "evaluate", "promote", "recommend", "publish", "deploy"):
         assert f"] {task} " in stdout and "FAILED" not in stdout, stdout
     # maxIter 20 trained because the server's ALS cut its lineage into the lakehouse's checkpoint dir.
     assert any((home / "checkpoints").iterdir())
@@ -109,7 +109,7 @@ def test_sql_from_another_process_reads_the_tables_while_the_dag_runs(connect_ru
     assert counts, "the land task never finished"
     for code, out, err in counts:
         assert (code, out.splitlines()) == (0, ["n", "100000"]), err
-    assert "[7/7] publish" in stdout
+    assert "[7/8] publish" in stdout and "no endpoint created locally" in stdout
 
 
 def test_connect_and_classic_write_the_same_splits(spark, classic, connect_run):

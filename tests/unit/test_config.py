@@ -24,6 +24,9 @@ def declared_variables() -> dict:
 
 
 def as_text(value) -> str:
+    """A value as a job parameter carries it: booleans as the lower-case words the CLI parses."""
+    if isinstance(value, bool):
+        return str(value).lower()
     return "" if value is None else str(value)
 
 

@@ -32,7 +32,7 @@ from movielens_als.bundle.resolver import Resolver
 
 REPO = Path(__file__).resolve().parents[3]
 TARGETS = ("dev", "prod")
-DAG = ["land", "split", "train", "evaluate", "promote", "recommend", "publish"]
+DAG = ["land", "split", "train", "evaluate", "promote", "recommend", "publish", "deploy"]
 COMPUTE_KEYS = {"job_cluster_key", "libraries", "environment_key", "new_cluster", "existing_cluster_id", "description"}
 
 
@@ -132,7 +132,7 @@ def test_schema_check_reports_a_wrong_key_at_its_path(bundle, schema_validator):
 # ---------------------------------------------------------------- the job as the issue specifies
 
 
-def test_job_runs_the_seven_tasks_in_dag_order_on_both_computes(bundle):
+def test_job_runs_the_eight_tasks_in_dag_order_on_both_computes(bundle):
     for job in jobs_of(bundle).values():
         assert [t["task_key"] for t in topological_order(job["tasks"])] == DAG
         deps = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in job["tasks"]}
@@ -144,6 +144,7 @@ def test_job_runs_the_seven_tasks_in_dag_order_on_both_computes(bundle):
             "promote": ["evaluate"],
             "recommend": ["promote"],
             "publish": ["recommend"],
+            "deploy": ["recommend"],
         }
 
 
@@ -193,6 +194,29 @@ def test_dev_schema_parameter_follows_the_deployed_schema_resource(bundle):
     assert params["volume"] == "${resources.volumes.files.name}"
     volume = bundle["resources"]["volumes"]["files"]
     assert volume["schema_name"] == "${resources.schemas.movielens.name}"
+
+
+def test_deploy_serves_the_registered_recommender_on_a_per_developer_endpoint_in_dev(bundle):
+    """The endpoint is created at run time, so development mode cannot prefix it: dev names it per user."""
+    models = bundle["resources"]["registered_models"]
+    assert {m["name"] for m in models.values()} == {
+        "movielens_als_ranking",
+        "movielens_als_rating",
+        "movielens_als_recommender",
+    }
+    assert models["recommender"]["grants"] == models["ranking"]["grants"]
+    endpoints = {}
+    for target in TARGETS:
+        job = resolved_job(bundle, target, "movielens_als")
+        params = {p["name"]: p["default"] for p in job["parameters"]}
+        deploy = next(t for t in job["tasks"] if t["task_key"] == "deploy")
+        args = commands.build_parser().parse_args(
+            [substitute(a, params, {"job.run_id": "1"}) for a in task_argv(deploy)]
+        )
+        endpoints[target] = args.endpoint_name
+        assert (args.workload_size, args.scale_to_zero, args.readers_group) == ("Small", True, "account users")
+        assert args.schema == params["schema"]
+    assert endpoints == {"dev": "movielens-als-someone", "prod": "movielens-als"}
 
 
 def test_evaluate_libraries_match_the_wheels_evaluate_extra(bundle):

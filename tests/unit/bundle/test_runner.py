@@ -205,13 +205,23 @@ def test_new_run_id_is_a_valid_training_run_id():
 def test_plan_of_the_projects_bundle_runs_the_dag_locally_with_one_run_id():
     plan = plan_job(REPO, "local", home="/tmp/h", run_id="r1", env={}, user="dev@example.com")
     assert plan.target == "dev"
-    assert [t.key for t in plan.tasks] == ["land", "split", "train", "evaluate", "promote", "recommend", "publish"]
+    assert [t.key for t in plan.tasks] == [
+        "land",
+        "split",
+        "train",
+        "evaluate",
+        "promote",
+        "recommend",
+        "publish",
+        "deploy",
+    ]
     argv = {t.key: list(t.argv) for t in plan.tasks}
     assert argv["land"][:7] == ["land", "--catalog", "spark_catalog", "--schema", "movielens", "--volume", "files"]
     assert argv["land"][-2:] == ["--home", "/tmp/h"]
     for key in ("train", "evaluate", "promote"):
         assert argv[key][argv[key].index("--run-id") + 1] == "r1"
     assert argv["recommend"][argv["recommend"].index("--top-n") + 1] == "10"
+    assert argv["deploy"][argv["deploy"].index("--endpoint-name") + 1] == "movielens-als-dev"  # the dev target's
     assert any("'main' of target 'dev' is 'spark_catalog'" in note for note in plan.notes)
 
 
