@@ -33,7 +33,7 @@ SCALE_GRID = {
                "passes": [1]},
     "ranking": {"rank": [16], "reg_param": [0.3], "alpha": [0.3], "max_iter": [10], "implicit_value": ["rating"]},
 }  # fmt: skip
-STAGES = ("land", "split", "train", "evaluate", "promote", "recommend", "publish")
+STAGES = ("land", "split", "train", "evaluate", "promote", "recommend", "publish", "deploy")
 PROGRESS = re.compile(r"^\[\d+/\d+\] (\w+)\s+([\d.]+)s")
 METRICS = {("ranking", "ndcg_at_k"): "nDCG@10", ("popular", "ndcg_at_k"): "nDCG@10 popular",
            ("baseline", "ndcg_at_k"): "nDCG@10 quick-start", ("ranking", "precision_at_k"): "P@10",
