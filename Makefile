@@ -9,7 +9,7 @@ MOVIELENS_100K ?=
 SOURCE := $(if $(MOVIELENS_100K),--source $(MOVIELENS_100K),)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit lint format install check-java benchmark bench-scale bench-loop wheel clean
+.PHONY: run test test-unit lint format install check-java benchmark bench-scale bench-serve bench-loop wheel clean
 
 run: install
 	$(BIN)/movielens-als run $(SOURCE)
@@ -39,6 +39,11 @@ benchmark: install
 SIZES ?= 1m,5m,25m
 bench-scale: install
 	$(BIN)/python benchmarks/scale.py --sizes $(SIZES)
+
+# SERVE_SIZES=100k picks a subset of 100k,25m; 100k needs MOVIELENS_100K (the real ml-100k folder).
+SERVE_SIZES ?= 100k,25m
+bench-serve: install
+	MOVIELENS_100K=$(MOVIELENS_100K) $(BIN)/python benchmarks/serve.py --sizes $(SERVE_SIZES)
 
 bench-loop: install
 	$(BIN)/python benchmarks/local_loop.py
