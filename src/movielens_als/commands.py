@@ -16,6 +16,7 @@ from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import storage_root
 from movielens_als.ml import registry
 from movielens_als.result import TaskResult
+from movielens_als.serving.health import Thresholds
 from movielens_als.tasks.deploy import deploy
 from movielens_als.tasks.evaluate import evaluate
 from movielens_als.tasks.land import land
@@ -136,6 +137,7 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
             popular_min_count=args.popular_min_count,
             popular_damping=args.popular_damping,
             block_size=args.block_size,
+            thresholds=Thresholds(args.max_churn, args.max_coverage_drop),
         )
     if args.command == "publish":
         return publish(spark, namespace, sql_dir=args.sql_dir)

@@ -133,6 +133,12 @@ class Recommend:
     block_size: int = option(
         4096, "users or movies per scoring block of the top-k (memory per task)", variable="block_size"
     )
+    max_churn: float = option(
+        0.5, "serving_health warns when a larger share of users got a different top-N", variable="health_max_churn"
+    )
+    max_coverage_drop: float = option(
+        0.05, "serving_health warns when catalogue coverage falls by more", variable="health_max_coverage_drop"
+    )
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from movielens_als.config import RECOMMEND as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.faults import failpoint
+from movielens_als.ids import utc_now
 from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.tables import Column, TableSpec
@@ -26,6 +27,7 @@ from movielens_als.ml.factors import Factors
 from movielens_als.ml.popular import popular_movies_fn
 from movielens_als.ml.topk import top_k_fn
 from movielens_als.result import TaskResult
+from movielens_als.serving.health import SERVING_HEALTH, Thresholds, alerts, serving_health_fn
 
 MAX_TOP_N = 100
 
@@ -75,6 +77,7 @@ SIMILAR_MOVIES = TableSpec(
 
 
 SERVING_TABLES = (USER_RECOMMENDATIONS, POPULAR_MOVIES, SIMILAR_MOVIES)
+DEFAULT_THRESHOLDS = Thresholds(DEFAULTS.max_churn, DEFAULTS.max_coverage_drop)
 
 
 def validate_top_n(top_n: int) -> int:
@@ -157,6 +160,7 @@ def recommend(
     popular_min_count: int = DEFAULTS.popular_min_count,
     popular_damping: float = DEFAULTS.popular_damping,
     block_size: int = DEFAULTS.block_size,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> TaskResult:
     """Replace user_recommendations, popular_movies and similar_movies from the champion's serving model.
 
@@ -200,6 +204,7 @@ def recommend(
             namespace,
         )
 
+    warnings = record_health(spark, namespace, ratings, min_ratings, thresholds)
     counts = {spec.name: spark.table(namespace.table(spec.name)).count() for spec in SERVING_TABLES}
     return TaskResult(
         "recommend",
@@ -212,8 +217,47 @@ def recommend(
             "user_recommendations_version": tables.table_version(spark, namespace, USER_RECOMMENDATIONS.name),
             "unchanged": skipped,
         },
-        headline=f"serving tables kept: champion version {version} and the ratings are unchanged" if skipped else None,
+        headline="; ".join(
+            ([f"serving tables kept: champion version {version} and the ratings are unchanged"] if skipped else [])
+            + [f"warning: serving health: {w}" for w in warnings]
+        )
+        or None,
     )
+
+
+def record_health(
+    spark: SparkSession, namespace: Namespace, ratings: DataFrame, min_ratings: int, thresholds: Thresholds
+) -> list[str]:
+    """Append the serving_health row of the served user_recommendations version unless it has one; its warnings.
+
+    Keyed by the Delta version, so a run that keeps the tables (a refused challenger) adds no row, and a
+    re-run after a crash between the serving writes and this row adds the row it missed.
+    """
+    version = tables.table_version(spark, namespace, USER_RECOMMENDATIONS.name)
+    if tables.table_exists(spark, namespace, SERVING_HEALTH.name):
+        done = spark.table(namespace.table(SERVING_HEALTH.name))
+        if done.where(F.col("user_recommendations_version") == version).limit(1).count():
+            return []
+    name = namespace.table(USER_RECOMMENDATIONS.name)
+    previous_version = _previous_served_version(spark, name, version)
+    previous = None if previous_version is None else spark.read.option("versionAsOf", previous_version).table(name)
+    current = spark.read.option("versionAsOf", version).table(name)
+    health = serving_health_fn(current, previous, ratings, min_ratings)
+    row = {**health, "user_recommendations_version": version, "previous_version": previous_version,
+           "checked_at": utc_now()}  # fmt: skip
+    failpoint("recommend.health")
+    tables.append(spark, namespace, SERVING_HEALTH, spark.createDataFrame([row], SERVING_HEALTH.schema_ddl))
+    return alerts(health, thresholds)
+
+
+def _previous_served_version(spark: SparkSession, name: str, version: int) -> int | None:
+    """The latest earlier version of the table that held rows: what was served before ``version``."""
+    history = spark.sql(f"DESCRIBE HISTORY {name}").where(F.col("version") < version)
+    for row in history.orderBy(F.desc("version")).select("version", "operationMetrics").collect():
+        written = (row["operationMetrics"] or {}).get("numOutputRows")
+        if written is not None and int(written) > 0:
+            return int(row["version"])
+    return None
 
 
 def _write_serving_tables(

@@ -215,7 +215,7 @@ def _land_tiny(spark, namespace):
     return rows
 
 
-def _train_tiny(spark, namespace, ratings_rows, run_id="run1"):
+def _train_tiny(spark, namespace, ratings_rows, run_id="run1", rank=3):
     """A tiny implicit ALS model registered as the ranking champion, as train and promote would leave it."""
     from pyspark.ml.recommendation import ALS
 
@@ -225,7 +225,7 @@ def _train_tiny(spark, namespace, ratings_rows, run_id="run1"):
         itemCol="movie_id",
         ratingCol="rating",
         implicitPrefs=True,
-        rank=3,
+        rank=rank,
         maxIter=3,
         regParam=0.1,
         seed=1,
@@ -282,6 +282,27 @@ def test_recommend_writes_top_n_for_active_users_excluding_rated_movies(spark, n
     assert again.details["unchanged"] is True
     assert {t: tables.table_version(spark, namespace, t) for t in versions} == versions
     assert not rec.recommend(spark, namespace, top_n=2, min_ratings=3, popular_min_count=2).details["unchanged"]
+
+
+def test_serving_health_row_per_served_version_churn_after_a_new_champion_none_when_kept(spark, namespace):
+    rows = _land_tiny(spark, namespace)
+    _train_tiny(spark, namespace, rows)
+    args = {"top_n": 3, "min_ratings": 3, "popular_min_count": 2, "block_size": 4}
+    first = rec.recommend(spark, namespace, **args)
+    _train_tiny(spark, namespace, rows, run_id="run2", rank=2)
+    second = rec.recommend(spark, namespace, **args, thresholds=rec.Thresholds(max_churn=0.0, max_coverage_drop=1.0))
+    kept = rec.recommend(spark, namespace, **args)
+    health = spark.table(namespace.table("serving_health")).orderBy("user_recommendations_version").collect()
+    assert len(health) == 2  # the run that kept the tables added no row
+    one, two = health
+    assert one["user_recommendations_version"] == first.details["user_recommendations_version"]
+    assert (one["previous_version"], one["churn"], one["champion_version_before"]) == (None, None, None)
+    assert two["previous_version"] == one["user_recommendations_version"]
+    assert (two["champion_version_before"], two["champion_version_after"]) == (1, 2)
+    assert two["users_served"] == 5 and two["fallback_users"] == 1  # user 6 has too few ratings
+    assert 0 < two["users_changed"] <= 5 and two["churn"] == two["users_changed"] / 5
+    assert second.headline.startswith("warning: serving health: churn")
+    assert kept.details["unchanged"] and kept.headline.startswith("serving tables kept")
 
 
 RECS = (
