@@ -37,6 +37,7 @@ from movielens_als.ml.metrics import (
 from movielens_als.ml.models import MODEL_METRICS, load_run_models, run_info
 from movielens_als.ml.ranking_model import model_top_k
 from movielens_als.ml.splitting import test_frames
+from movielens_als.progress import Progress
 from movielens_als.result import TaskResult
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,17 @@ def evaluate(
     users = test.select(USER).distinct()
 
     results: dict[str, dict[str, dict[str, float]]] = {}
+    progress = Progress("evaluate")
+    progress.update("model 1 of 4: rating")
     # Cached: the rating metrics and the plots both read the predictions (factor joins and the blend).
     rating_pred = models.rating.predict(test).cache()
     results["rating"] = {"rating": rating_group(rating_pred)}
+    progress.update("model 2 of 4: ranking")
     top = model_top_k(models.ranking, users, train_df, k).cache()
     results["ranking"] = ranking_and_diversity(top, test, train_df, k, diversity_users)
 
     # The baseline's explicit predictions rank the same way: top-k unseen by predicted rating.
+    progress.update("model 3 of 4: quick-start baseline")
     quick = fit_quickstart_baseline(train_df)
     quick_pred = quick.transform(test)  # coldStartStrategy drop, as in the quick start
     quick_top = model_top_k(Factors.of(quick), users, train_df, k).cache()
@@ -98,6 +103,7 @@ def evaluate(
         "rating": rating_group(quick_pred),
         **ranking_and_diversity(quick_top, test, train_df, k, diversity_users),
     }
+    progress.update("model 4 of 4: popular")
     popular_top = popularity_top_k(train_df, users, k).cache()
     results["popular"] = ranking_and_diversity(popular_top, test, train_df, k, diversity_users)
 
@@ -110,7 +116,9 @@ def evaluate(
     tables.append(spark, namespace, MODEL_METRICS, spark.createDataFrame(rows, schema=MODEL_METRICS.schema_ddl))
 
     report_dir = Path(storage) / "reports" / run_id
+    progress.update("plots")
     plots = _write_plots(report_dir, info, results, test, rating_pred, k)
+    progress.close()
     for df in (top, quick_top, popular_top, rating_pred, test, train_df):
         df.unpersist()
     flat = {

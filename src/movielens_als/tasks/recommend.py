@@ -26,6 +26,7 @@ from movielens_als.ml import models
 from movielens_als.ml.factors import Factors
 from movielens_als.ml.popular import popular_movies_fn
 from movielens_als.ml.topk import top_k_fn
+from movielens_als.progress import Progress
 from movielens_als.result import TaskResult
 from movielens_als.serving.health import SERVING_HEALTH, Thresholds, alerts, serving_health_fn
 
@@ -285,8 +286,12 @@ def _write_serving_tables(
         recs = top_n_fn(users, model.items, ratings, top_n, block_size=block_size)
         # Each overwrite is one Delta commit: readers see the previous run's rows or this run's,
         # never a mix, and DESCRIBE HISTORY keeps the earlier versions.
-        for spec, df in ((POPULAR_MOVIES, popular), (SIMILAR_MOVIES, similar), (USER_RECOMMENDATIONS, recs)):
+        progress = Progress("recommend")
+        steps = ((POPULAR_MOVIES, popular), (SIMILAR_MOVIES, similar), (USER_RECOMMENDATIONS, recs))
+        for i, (spec, df) in enumerate(steps, 1):
+            progress.update(f"table {i} of {len(steps)}: {spec.name}")
             failpoint(f"recommend.write_{spec.name}")
             tables.overwrite(spark, namespace, spec, _stamp(df, run_id, version, generated_at), metadata=inputs)
+        progress.close()
     finally:
         ratings.unpersist()

@@ -14,6 +14,7 @@ tracked in MLflow and the models registered as ``challenger`` versions (:mod:`re
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -55,16 +56,24 @@ from movielens_als.ml.rating_model import (
 )
 from movielens_als.ml.registry import RANKING_MODEL, RATING_MODEL, RECOMMENDER_MODEL
 from movielens_als.ml.splitting import read_splits, tuning_frames
+from movielens_als.progress import Progress
 from movielens_als.result import TaskResult
 from movielens_als.serving.artifacts import recommender_params, save_recommender
 from movielens_als.serving.model import SIGNATURE as RECOMMENDER_SIGNATURE
 from movielens_als.serving.model import RecommenderPyfunc
 
 log = logging.getLogger(__name__)
+RATING_STAGES = (["reg_user", "reg_item"], ["rank", "reg_param", "max_iter", "passes"])
+RANKING_PARAMS = ["rank", "reg_param", "alpha", "max_iter", "implicit_value"]
+REFITS = 3  # rating and ranking on train + validation, ranking on every rating
 
 
 def tune_rating(
-    fit: DataFrame, validation: DataFrame, grid: dict[str, list], seed: int
+    fit: DataFrame,
+    validation: DataFrame,
+    grid: dict[str, list],
+    seed: int,
+    on_fit: Callable[[str], None] = lambda _: None,
 ) -> tuple[dict, list[dict], tuple[BiasBaseline, Factors]]:
     """Choose bias regularisers by baseline RMSE, then the residual ALS by RMSE.
 
@@ -72,14 +81,18 @@ def tune_rating(
     """
     scores: list[dict] = []
     best_bias, best_rmse, first_pass = None, float("inf"), None
-    for point in grid_points(grid, ["reg_user", "reg_item"]):
+    bias_points = grid_points(grid, ["reg_user", "reg_item"])
+    for i, point in enumerate(bias_points, 1):
+        on_fit(f"bias grid point {i} of {len(bias_points)}")
         baseline = fit_bias_baseline(fit, point["reg_user"], point["reg_item"])
         m = rating_metrics_fn(predict_ratings_fn(baseline, None, validation))
         scores.append({"model": "rating", "stage": "bias", "params": point, "rmse": m["rmse"], "mae": m["mae"]})
         if m["rmse"] < best_rmse:
             best_bias, best_rmse, first_pass = point, m["rmse"], baseline
     best, best_rmse, best_fitted = None, float("inf"), None
-    for point in grid_points(grid, ["rank", "reg_param", "max_iter", "passes"]):
+    als_points = grid_points(grid, ["rank", "reg_param", "max_iter", "passes"])
+    for i, point in enumerate(als_points, 1):
+        on_fit(f"rating grid point {i} of {len(als_points)}")
         params = {**best_bias, **point}
         started = time.monotonic()
         baseline, model = fit_rating_model(fit, params, seed, first_pass)
@@ -101,13 +114,20 @@ def tune_rating(
 
 
 def tune_ranking(
-    fit: DataFrame, validation: DataFrame, grid: dict[str, list], k: int, seed: int
+    fit: DataFrame,
+    validation: DataFrame,
+    grid: dict[str, list],
+    k: int,
+    seed: int,
+    on_fit: Callable[[str], None] = lambda _: None,
 ) -> tuple[dict, list[dict], Factors]:
     """Choose the implicit ALS by validation nDCG@k; return (best, all scores, best model fitted on ``fit``)."""
     scores: list[dict] = []
     best, best_ndcg, best_model = None, -1.0, None
     users = validation.select(USER).distinct()
-    for params in grid_points(grid, ["rank", "reg_param", "alpha", "max_iter", "implicit_value"]):
+    points = grid_points(grid, RANKING_PARAMS)
+    for i, params in enumerate(points, 1):
+        on_fit(f"ranking grid point {i} of {len(points)}")
         started = time.monotonic()
         model = fit_ranking_model(fit, params, seed)
         m = ranking_metrics_fn(model_top_k(model, users, fit, k), validation, k)
@@ -224,6 +244,14 @@ def train(
     def timed(step: str, started: float) -> None:
         timings[step] = round(time.monotonic() - started, 2)
 
+    progress = Progress("train")
+    total = sum(len(grid_points(grid["rating"], names)) for names in RATING_STAGES)
+    total += len(grid_points(grid["ranking"], RANKING_PARAMS)) + REFITS
+    fits = itertools.count(1)
+
+    def on_fit(what: str) -> None:
+        progress.update(f"{what}: fit {next(fits)} of {total}")
+
     try:
         splits_df = splits_df.select(USER, ITEM, RATING, SPLIT).cache()
         fit, validation, full = tuning_frames(splits_df)
@@ -232,10 +260,12 @@ def train(
 
         t = time.monotonic()
         failpoint("train.tuning")
-        rating_params, rating_scores, (fit_baseline, fit_rating) = tune_rating(fit, validation, grid["rating"], seed)
+        rating_params, rating_scores, (fit_baseline, fit_rating) = tune_rating(
+            fit, validation, grid["rating"], seed, on_fit
+        )
         timed("tune_rating", t)
         t = time.monotonic()
-        ranking_params, ranking_scores, fit_ranking = tune_ranking(fit, validation, grid["ranking"], k, seed)
+        ranking_params, ranking_scores, fit_ranking = tune_ranking(fit, validation, grid["ranking"], k, seed, on_fit)
         timed("tune_ranking", t)
         t = time.monotonic()
         blend = fit_blend(fit_baseline, fit_rating, fit_ranking, validation)
@@ -247,11 +277,14 @@ def train(
         timed("blend", t)
 
         t = time.monotonic()
+        on_fit("rating model on train + validation")
         baseline, rating_model = fit_rating_model(full, rating_params, seed)
+        on_fit("ranking model on train + validation")
         ranking_model = fit_ranking_model(full, ranking_params, seed)
         timed("refit", t)
         t = time.monotonic()
         every_rating = spark.read.option("versionAsOf", ratings_version).table(namespace.table("ratings"))
+        on_fit("serving model on every rating")
         serving_model = fit_ranking_model(every_rating.select(USER, ITEM, RATING), ranking_params, seed)
         timed("serving_refit", t)
         movies = tables.require_table(spark, namespace, "movies", "run `movielens-als land` first")
@@ -262,6 +295,7 @@ def train(
             save_recommender(folder, serving_model, ratings, movies, params, Path(storage) / "tmp" / run_id)
 
         t = time.monotonic()
+        progress.update("logging and registering the three models in MLflow")
         rating_hyperparams = json.dumps({**rating_params, "blend": blend.as_dict()}, sort_keys=True)
         scores = rating_scores + ranking_scores
         models = RunModels(
@@ -300,6 +334,7 @@ def train(
         _write_run(spark, namespace, row)
         raise
     finally:
+        progress.close()
         splits_df.unpersist()
     best_rating = min((s for s in rating_scores if s.get("stage") == "als"), key=lambda s: s["rmse"])
     best_ranking = max(ranking_scores, key=lambda s: s["ndcg_at_k"])
