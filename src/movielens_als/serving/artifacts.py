@@ -42,17 +42,20 @@ def save_recommender(
     folder: Path,
     serving: Factors,
     ratings: DataFrame,
-    movies: DataFrame,
+    movies: DataFrame | None,
     params: dict,
     scratch: Path,
 ) -> None:
     """Write the arrays, titles and ``params.json`` of a recommender model into ``folder``.
 
-    ``ratings``: (user_id, movie_id, rating) the serving factors were fitted on; ``params``: the ranking
+    ``ratings``: (user_id, movie_id, rating) the serving factors were fitted on; ``movies``: the catalogue
+    (None: answers carry no titles); ``params``: the ranking
     hyperparameters (alpha, reg_param, implicit_value) plus min_ratings, default_n, popular_min_count
     and popular_damping.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    if movies is None:
+        movies = ratings.sparkSession.createDataFrame([], "movie_id INT, title STRING, genres ARRAY<STRING>")
     user_ids, users = _matrix(serving.users)
     item_ids, items = _matrix(serving.items)
     indptr, seen_items, seen_values = _seen(ratings, params["implicit_value"], user_ids, item_ids, scratch)
