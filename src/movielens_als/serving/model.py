@@ -31,7 +31,6 @@ from movielens_als.serving.foldin import fold_in, top_n
 from movielens_als.serving.requests import Limits, Request, RequestError, parse_requests
 
 PERSONAL, FOLDED, POPULAR = "personal", "folded", "popular"
-ANSWER_COLUMNS = ("request", "rank", "movie_id", "title", "score", "source")
 # Any-typed inputs: MLflow's coercion would turn user_id 1.5 into 1 and refuse [5, 4] as ratings;
 # :mod:`.requests` checks every field with a message that names it.
 SIGNATURE = ModelSignature(
@@ -95,34 +94,48 @@ class Recommender:
         return Limits(self.params["rating_min"], self.params["rating_max"], self.params["default_n"])
 
     def answer(self, requests: list[Request]) -> pd.DataFrame:
-        parts = [self._one(position, request) for position, request in enumerate(requests)]
-        if not parts:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(ANSWER_COLUMNS, _DTYPES, strict=True)})
-        return pd.concat(parts, ignore_index=True)
+        # One frame at the end: building a DataFrame per request costs more than answering it.
+        parts = [self._one(request) for request in requests]
+        sizes = [len(rows) for rows, _, _ in parts]
+        rows = np.concatenate([rows for rows, _, _ in parts]) if parts else np.empty(0, dtype=np.int64)
+        return pd.DataFrame(
+            {
+                "request": np.repeat(np.arange(len(parts), dtype=np.int64), sizes),
+                "rank": np.concatenate([np.arange(1, n + 1, dtype=np.int64) for n in sizes] or [np.empty(0, np.int64)]),
+                "movie_id": self.item_ids[rows],
+                "title": self.titles[rows],
+                "score": np.concatenate([scores for _, scores, _ in parts] or [np.empty(0)]).astype(np.float64),
+                "source": np.repeat(np.array([source for _, _, source in parts], dtype=object), sizes),
+            }
+        )
 
-    def _one(self, position: int, request: Request) -> pd.DataFrame:
+    def _one(self, request: Request) -> tuple[np.ndarray, np.ndarray, str]:
+        """(item rows, scores, source) of one request's answer, best first."""
         stored_rows, stored_values = self._stored(request.user_id)
         fresh_rows, known = _rows(self.item_ids, request.movie_ids)
-        # Fresh ratings win over stored ones of the same movie; unknown movies have no factors to fold in.
-        fresh = dict(zip(fresh_rows[known].tolist(), self._implicit(request.ratings[known]).tolist(), strict=True))
-        merged = {**dict(zip(stored_rows.tolist(), stored_values.tolist(), strict=True)), **fresh}
-        rated = np.fromiter(merged, dtype=np.int64, count=len(merged))
-        if len(merged) < self.params["min_ratings"] or not (fresh or self._known(request.user_id)):
+        fresh_rows = fresh_rows[known]
+        if len(fresh_rows):
+            # Fresh ratings win over stored ones of the same movie; unknown movies have no factors to fold in.
+            keep = ~np.isin(stored_rows, fresh_rows)
+            rated = np.concatenate([stored_rows[keep], fresh_rows])
+            values = np.concatenate([stored_values[keep], self._implicit(request.ratings[known])])
+        else:
+            rated, values = stored_rows, stored_values
+        if len(rated) < self.params["min_ratings"] or not (len(fresh_rows) or self._known(request.user_id)):
             rows = self.popular_rows
-            picked = top_n(
-                -np.arange(len(rows), dtype=np.float64), rows, np.flatnonzero(np.isin(rows, rated)), request.n
-            )
-            return self._frame(position, rows[picked], self.popular_scores[picked], POPULAR)
-        if fresh:
-            values = np.fromiter(merged.values(), dtype=np.float64, count=len(merged))
+            order = -np.arange(len(rows), dtype=np.float64)  # the ranking as stored
+            picked = top_n(order, rows, np.flatnonzero(np.isin(rows, rated)), request.n)
+            return rows[picked], self.popular_scores[picked], POPULAR
+        if len(fresh_rows):
             vector = fold_in(self.items, self.item_gram, rated, values, self.params["alpha"], self.params["reg_param"])
             source = FOLDED
         else:
             vector = self.users[np.searchsorted(self.user_ids, request.user_id)]
             source = PERSONAL
-        scores = self.items @ vector
+        # einsum, not BLAS: a multi-threaded gemv per request is slower under concurrent requests.
+        scores = np.einsum("ij,j->i", self.items, vector)
         picked = top_n(scores, self.item_ids, rated, request.n)
-        return self._frame(position, picked, scores[picked], source)
+        return picked, scores[picked], source
 
     def _known(self, user_id: int | None) -> bool:
         if user_id is None:
@@ -142,22 +155,9 @@ class Recommender:
         """The value implicit ALS trained with: the rating, or 1 for every rated movie."""
         return ratings if self.params["implicit_value"] == "rating" else np.ones_like(ratings)
 
-    def _frame(self, position: int, rows: np.ndarray, scores: np.ndarray, source: str) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "request": np.full(len(rows), position, dtype=np.int64),
-                "rank": np.arange(1, len(rows) + 1, dtype=np.int64),
-                "movie_id": self.item_ids[rows],
-                "title": self.titles[rows],
-                "score": scores.astype(np.float64),
-                "source": source,
-            }
-        )
-
 
 _ARRAYS = ("user_ids", "users", "item_ids", "items", "item_gram", "seen_indptr", "seen_items", "seen_values",
            "popular_rows", "popular_scores")  # fmt: skip
-_DTYPES = ("int64", "int64", "int64", "object", "float64", "object")
 
 
 def _rows(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
