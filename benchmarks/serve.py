@@ -193,12 +193,16 @@ def bench_size(size: str, work: Path, n_ratings: int, args: argparse.Namespace) 
         print(f"{label}: movielens-als synth into {release}", flush=True)
         synth = ("synth", "--ratings", str(n_ratings), "--out", str(release))
         run("-m", "movielens_als.cli", *synth, log=work / "synth.log")
-    print(f"{label}: fitting and saving the model (Spark, in a subprocess)", flush=True)
-    env = {**os.environ, "MOVIELENS_ALS_DRIVER_MEMORY": "6g"}
-    env.pop("SPARK_REMOTE", None)
     script = str(Path(__file__).resolve())
-    run(script, "--build", size, "--work", str(work), "--ratings-25m", str(n_ratings), log=work / "build.log", env=env)
     model = work / f"model-{size}"
+    if args.reuse_model and (model / "MLmodel").exists():
+        print(f"{label}: reusing the model in {model} (--reuse-model)", flush=True)
+    else:
+        print(f"{label}: fitting and saving the model (Spark, in a subprocess)", flush=True)
+        env = {**os.environ, "MOVIELENS_ALS_DRIVER_MEMORY": "6g"}
+        env.pop("SPARK_REMOTE", None)
+        build_args = ("--build", size, "--work", str(work), "--ratings-25m", str(n_ratings))
+        run(script, *build_args, log=work / "build.log", env=env)
     info = json.loads(run(script, "--load", str(model), log=work / "load.log").splitlines()[-1])
     megabytes = sum(f.stat().st_size for f in model.rglob("*") if f.is_file()) / 1e6
     print(f"{label}: loaded in {info['load_s']:.1f} s, {megabytes:.1f} MB; serving", flush=True)
@@ -260,6 +264,7 @@ def main() -> int:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "movielens-als-bench-serve"))
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of the concurrent load")
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests per workload")
+    parser.add_argument("--reuse-model", action="store_true", help="serve the model a previous run built")
     parser.add_argument("--ratings-25m", type=int, default=25_000_000, help=argparse.SUPPRESS)
     for internal in ("--build", "--load", "--serve"):
         parser.add_argument(internal, help=argparse.SUPPRESS)
