@@ -15,6 +15,7 @@ from movielens_als.lakehouse.catalog import open_lakehouse
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import storage_root
 from movielens_als.ml import registry
+from movielens_als.report.write import write_report
 from movielens_als.result import TaskResult
 from movielens_als.serving.health import Thresholds
 from movielens_als.tasks.deploy import deploy
@@ -141,4 +142,14 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
         )
     if args.command == "publish":
         return publish(spark, namespace, sql_dir=args.sql_dir)
+    if args.command == "report":
+        return write_report(
+            spark,
+            namespace,
+            storage,
+            run_id=args.run_id,
+            dashboard=args.dashboard,
+            thresholds=Thresholds(args.max_churn, args.max_coverage_drop),
+            rows=args.rows,
+        )
     raise ValueError(f"not a task command: {args.command}")

@@ -142,6 +142,17 @@ class Recommend:
 
 
 @dataclass(frozen=True)
+class Report:
+    run_id: str | None = option(None, "training run whose reports folder gets the page (default: the latest succeeded)")
+    dashboard: str | None = option(None, "the .lvdash.json whose datasets to render (default: jobs/dashboards/)")
+    max_churn: float = option(Recommend.max_churn, "the serving_health alert's churn threshold, against the latest row")
+    max_coverage_drop: float = option(
+        Recommend.max_coverage_drop, "the serving_health alert's coverage-drop threshold, against the latest row"
+    )
+    rows: int = option(20, "most rows of each table shown (charts use every fetched row)")
+
+
+@dataclass(frozen=True)
 class Publish:
     sql_dir: str | None = option(None, "folder of view SQL files (default: the packaged copy)")
 
@@ -193,6 +204,8 @@ class Synth:
 LAND, SPLIT, TRAIN, EVALUATE, PROMOTE, RECOMMEND = Land(), Split(), Train(), Evaluate(), Promote(), Recommend()
 DEPLOY, SERVE = Deploy(), Serve()
 TABLE_LIMIT = 1000  # rows `sql --format table` prints when --limit is not given
+REPORT = Report()
+REPORT_FETCH_ROWS = 10_000  # rows of a dataset the report reads: its charts' points, its tables' count
 
 # Subcommand -> (help, option groups). Task commands take the common namespace options too.
 COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
@@ -206,6 +219,10 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
     ),
     "recommend": ("top-N per user from the champion, cold-start fallback and similar movies", (Common, Recommend)),
     "publish": ("create the SQL views from jobs/sql", (Common, Publish)),
+    "report": (
+        "write the dashboard's datasets as one HTML page into <volume>/reports/<run_id>/report.html",
+        (Common, Report),
+    ),
     "deploy": (
         "serve the champion recommender on a Model Serving endpoint (locally: load it and answer sample requests)",
         (Common, Deploy),

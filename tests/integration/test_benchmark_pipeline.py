@@ -243,3 +243,81 @@ def test_serve_stops_cleanly_on_ctrl_c(served_champion):
     assert server.returncode == 0, output
     assert "serving spark_catalog.movielens.movielens_als_recommender version 1 (champion)" in output
     assert "Traceback" not in output, output
+
+
+# ---------------------------------------------------------------- the dashboard and the report, on the real DAG
+# (imports local to these tests: the module's header stays as it was)
+
+
+@pytest.fixture(scope="module")
+def published(spark, classic, landed_ml100k):
+    """The classic DAG's schema with the views publish creates: everything the dashboard reads."""
+    from movielens_als.tasks.publish import publish
+
+    namespace, run_id, _ = classic
+    publish(spark, namespace)
+    return namespace, run_id, landed_ml100k.storage
+
+
+def test_every_dashboard_dataset_returns_rows_and_the_columns_its_widgets_name(spark, published):
+    from movielens_als.config import REPORT_FETCH_ROWS
+    from movielens_als.report.dashboard import load_dashboard
+    from movielens_als.report.datasets import run_datasets
+
+    namespace, run_id, _ = published
+    board = load_dashboard()
+    results = run_datasets(spark, namespace, board, REPORT_FETCH_ROWS)  # the namespace bound as the bundle binds it
+    assert set(results) == set(board.datasets)
+    for name, rows in results.items():
+        assert rows.error is None and rows.rows, (name, rows.error)
+    for page, widget in board.widgets():
+        if widget.dataset is not None:
+            for f in widget.fields:
+                assert set(f.columns) <= set(results[widget.dataset].columns), (page.title, widget.name, f.expression)
+    metrics = spark.table(namespace.table("model_metrics")).where(F.col("run_id") == run_id)
+    ndcg = metrics.where("model = 'ranking' AND metric = 'ndcg_at_k'").first()["value"]
+    shown = {(r["run_id"], r["model"]): r for r in results["model_quality"].records()}
+    assert shown[(run_id, "ranking")]["ndcg_at_k"] == ndcg
+    assert {m for _, m in shown} == {"rating", "ranking", "baseline", "popular"}
+    assert results["champion"].records()[0]["decision"] == "first"
+    assert results["ratings_per_month"].records()[0]["month"].isoformat() == "1997-09-01"
+    assert sum(r["ratings"] for r in results["ratings_per_month"].records()) == 100_000
+
+
+def test_report_of_the_ml100k_dag_has_every_datasets_title_and_figure(spark, published):
+    from movielens_als.report.dashboard import load_dashboard
+    from movielens_als.report.write import write_report
+    from tests.unit.report.test_page import parse
+
+    pytest.importorskip("matplotlib")
+    namespace, run_id, storage = published
+    result = write_report(spark, namespace, storage, run_id=run_id)
+    assert result.details["unavailable"] == 0, result.headline
+    path = Path(result.details["path"])
+    assert path == storage / "reports" / run_id / "report.html"
+    parsed = parse(path.read_text(encoding="utf-8"))
+    board = load_dashboard()
+    for name, dataset in board.datasets.items():
+        figures = [f for f in parsed.figures if f["dataset"] == name]
+        assert figures and all(dataset.title in f["caption"] for f in figures), name
+        assert any(f["shows"] & {"img", "table", "counter"} for f in figures), name
+    assert not any("error" in f["shows"] for f in parsed.figures)
+    # Every chart is drawn but churn's: one served version so far, nothing to compare it with.
+    charts = [w for _, w in board.widgets() if w.kind in ("line", "bar")]
+    empty = [f["widget"] for f in parsed.figures if "empty" in f["shows"]]
+    assert empty == ["churn_chart"] and sum("img" in f["shows"] for f in parsed.figures) == len(charts) - 1
+    # One served version so far (the refused run kept the tables): nothing to compare, nothing fires.
+    assert "Latest serving health" in parsed.text and "Within the alert's thresholds" in "".join(parsed.text)
+
+
+def test_run_prints_the_reports_path_after_the_summary(connect_run):
+    from tests.unit.report.test_page import parse
+
+    home, stdout, _ = connect_run
+    lines = stdout.splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("summary ("))
+    (report,) = [i for i, line in enumerate(lines) if line.startswith("report: ")]
+    assert report > summary, stdout[-3000:]
+    path = Path(lines[report].removeprefix("report: "))
+    assert path.is_file() and path.is_relative_to(home) and path.parts[-3] == "reports", lines[report]
+    assert not any("error" in f["shows"] for f in parse(path.read_text(encoding="utf-8")).figures)

@@ -1,4 +1,5 @@
-"""``movielens-als run``: the bundle's job DAG (read by :mod:`bundle_config`) executed locally, task after task."""
+"""``movielens-als run``: the bundle's job DAG (read by :mod:`bundle_config`) executed locally, task after task,
+then the run summary and the report of the dashboard's datasets (``movielens-als report``)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from movielens_als import commands
-from movielens_als.bundle.config import LOCAL_TARGET, find_bundle_root, plan_job
+from movielens_als.bundle.config import LOCAL_TARGET, Plan, find_bundle_root, plan_job
 from movielens_als.bundle.summary import summary_lines
 from movielens_als.config import Common
 from movielens_als.errors import user_error
 from movielens_als.lakehouse.catalog import open_lakehouse
 from movielens_als.lakehouse.names import LOCAL_CATALOG, Namespace
+from movielens_als.report.dashboard import DASHBOARD_FILE
 
 
 def run_job(
@@ -61,4 +63,29 @@ def run_job(
     namespace = Namespace(LOCAL_CATALOG, plan.parameters.get("schema", Common.schema))
     for line in summary_lines(spark, namespace, plan.run_id):
         print(line)
+    if code == 0:
+        print(write_report(parser, plan, home, spark, root / "jobs" / "dashboards" / DASHBOARD_FILE), flush=True)
     return code
+
+
+# The report's flags that job parameters set, so it reads the run's namespace and the alert's thresholds.
+_REPORT_FLAGS = {"catalog": "--catalog", "schema": "--schema", "volume": "--volume", "max_churn": "--max-churn",
+                 "max_coverage_drop": "--max-coverage-drop"}  # fmt: skip
+
+
+def write_report(parser, plan: Plan, home: str | None, spark, dashboard: Path | None = None) -> str:
+    """``report`` of the plan's training run, as a last local step; one line saying where it is, or why not.
+    The bundle's own dashboard file is used when it has one (an installed wheel carries no copy)."""
+    argv = ["report", "--run-id", plan.run_id]
+    if dashboard is not None and dashboard.is_file():
+        argv += ["--dashboard", str(dashboard)]
+    for name, flag in _REPORT_FLAGS.items():
+        if plan.parameters.get(name):
+            argv += [flag, plan.parameters[name]]
+    if home is not None:
+        argv += ["--home", str(home)]
+    try:
+        result = commands.execute(parser.parse_args(argv), spark)
+    except Exception as exc:  # noqa: BLE001 - the DAG succeeded: a report that cannot be written says why, once
+        return f"report: not written: {user_error(exc) or f'{type(exc).__name__}: {exc}'}"
+    return f"report: {result.details['path']}"
