@@ -17,8 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +54,8 @@ from movielens_als.ml.rating_model import (
 )
 from movielens_als.ml.registry import RANKING_MODEL, RATING_MODEL, RECOMMENDER_MODEL
 from movielens_als.ml.splitting import read_splits, tuning_frames
+from movielens_als.processes import alive as owner_alive
+from movielens_als.processes import owner_tag
 from movielens_als.progress import Progress
 from movielens_als.result import TaskResult
 from movielens_als.serving.artifacts import recommender_params, save_recommender
@@ -152,36 +152,6 @@ def _write_run(spark: SparkSession, namespace: Namespace, row: dict[str, Any]) -
     tables.replace_where(spark, namespace, TRAINING_RUNS, df, F.col("run_id") == row["run_id"])
 
 
-def _owner() -> str:
-    """``host:pid:start`` of this process; the start time tells a reused pid apart."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid()) or ''}"
-
-
-def _started(pid: int) -> str | None:
-    """A process's start time in clock ticks since boot (Linux ``/proc``), or None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(owner: str | None) -> bool | None:
-    """Whether the process that owns a ``running`` row still runs: None when it ran on another host."""
-    host, _, rest = (owner or "").partition(":")
-    pid, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    if int(pid) == os.getpid():
-        return False  # this process: an earlier attempt whose failed row never landed, not a live trainer
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return not started or _started(int(pid)) == started
-
-
 def _claim_run(spark: SparkSession, namespace: Namespace, run_id: str) -> None:
     """Check ``run_id`` may be trained, and mark ``running`` rows of dead processes failed, with the reason.
 
@@ -194,7 +164,8 @@ def _claim_run(spark: SparkSession, namespace: Namespace, run_id: str) -> None:
     name = tables.ensure_table(spark, namespace, TRAINING_RUNS)  # adds `owner` to an older table
     running = spark.table(name).where((F.col("status") == "running") | (F.col("run_id") == run_id))
     rows = [
-        (r.run_id, r.status, r.owner, _alive(r.owner)) for r in running.select("run_id", "status", "owner").collect()
+        (r.run_id, r.status, r.owner, owner_alive(r.owner))
+        for r in running.select("run_id", "status", "owner").collect()
     ]
     for rid, status, owner, alive in rows:
         if rid == run_id and (status == "succeeded" or (status == "running" and alive)):
@@ -236,7 +207,7 @@ def train(
         "params": json.dumps(grid, sort_keys=True),
         "ratings_version": ratings_version,
         "started_at": utc_now(),
-        "owner": _owner(),
+        "owner": owner_tag(),
     }
     _write_run(spark, namespace, row)
     timings: dict[str, float] = {}
