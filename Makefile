@@ -9,10 +9,18 @@ MOVIELENS_100K ?=
 SOURCE := $(if $(MOVIELENS_100K),--source $(MOVIELENS_100K),)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit lint format install check-java benchmark bench-scale bench-serve bench-loop wheel clean
+.PHONY: run run-cluster test test-unit lint format install check-java benchmark bench-scale bench-serve bench-loop wheel clean
 
 run: install
 	$(BIN)/movielens-als run $(SOURCE)
+
+# The same DAG on a Spark standalone cluster on 127.0.0.1: a master and CLUSTER_WORKERS workers of one core and
+# CLUSTER_MEMORY each, executors in JVMs and Python processes of their own; stopped however the run ends.
+CLUSTER_WORKERS ?= 2
+CLUSTER_MEMORY ?= 1g
+run-cluster: install
+	$(BIN)/python -m movielens_als.lakehouse.cluster --workers $(CLUSTER_WORKERS) --cores 1 --memory $(CLUSTER_MEMORY) \
+	  -- $(BIN)/movielens-als run $(SOURCE)
 
 # Two workers, one test file each at a time: much of a Spark test is JVM start and waiting, which the other
 # worker's file fills (about 10 minutes instead of 15 on 2 cores).

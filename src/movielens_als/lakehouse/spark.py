@@ -10,6 +10,16 @@ a Spark Connect client. ``sc://host:port`` connects to a running server; ``local
 exactly like the classic session (Delta's extensions and catalog, the warehouse and the
 checkpoint directory are static: they reach the server when it starts), so both modes read and
 write the same tables.
+
+A classic session runs on ``local[N]`` (N = $MOVIELENS_ALS_CORES, else this machine's cores) unless
+$MOVIELENS_ALS_MASTER names a cluster, e.g. ``spark://127.0.0.1:7077`` (``make run-cluster`` starts
+one: :mod:`cluster`). There, as on a Databricks job cluster, executors are other JVMs with other
+Python processes: they run this interpreter ($PYSPARK_PYTHON, which imports this package), fetch
+Delta's jars from the driver (``spark.jars.packages``), get the driver's thread stack and
+$MOVIELENS_ALS_EXECUTOR_MEMORY (default 1g); the session takes $MOVIELENS_ALS_CORES cores, the
+cluster's total, which ALS blocks and shuffle partitions follow, and its first job waits until
+all of them have registered. The home is absolute, so the warehouse, checkpoint and volume paths
+mean the same to every process on this machine. Spark Connect's server always runs locally.
 """
 
 from __future__ import annotations
@@ -30,6 +40,10 @@ from movielens_als.lakehouse.names import Namespace, validate_identifier
 
 HOME_ENV = "MOVIELENS_ALS_HOME"
 REMOTE_ENV = "SPARK_REMOTE"
+MASTER_ENV = "MOVIELENS_ALS_MASTER"
+CORES_ENV = "MOVIELENS_ALS_CORES"
+EXECUTOR_MEMORY_ENV = "MOVIELENS_ALS_EXECUTOR_MEMORY"
+LOOPBACK = "127.0.0.1"
 DEFAULT_HOME = ".lakehouse"
 CHECKPOINT_CONF = "spark.checkpoint.dir"  # Spark 4.0: the Spark context's checkpoint dir, set at start
 CONNECT_PLUGIN = "org.apache.spark.sql.connect.SparkConnectPlugin"
@@ -63,26 +77,36 @@ def get_spark(
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    session = _builder(lakehouse_home(home), _cores(), app_name).getOrCreate()
+    master = os.environ.get(MASTER_ENV) or None
+    session = _builder(lakehouse_home(home), _cores(), app_name, master).getOrCreate()
     interrupt.install(session)
     return session
 
 
 def _cores() -> int:
+    value = os.environ.get(CORES_ENV, "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise MovieLensAlsError(f"{CORES_ENV}={value!r}: expected a positive number of cores")
+        return int(value)
     return os.cpu_count() or 2
 
 
-def _builder(home: Path, cores: int, app_name: str) -> SparkSession.Builder:
+def _builder(home: Path, cores: int, app_name: str, master: str | None = None) -> SparkSession.Builder:
+    """``master``: a cluster URL; None runs ``local[cores]`` in this process."""
     from delta import configure_spark_with_delta_pip
 
     home.mkdir(parents=True, exist_ok=True)
-    # Workers must run the driver's interpreter, not whatever python3 is first on PATH.
+    # Python workers (threads' processes locally, executors' on a cluster) run the driver's interpreter, not
+    # whatever python3 is first on PATH: the one that imports this package.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no network needed, no hostname warning
+    os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)  # no network needed, no hostname warning
     log4j = Path(__file__).with_name("log4j2.properties")
+    # Deep ALS lineage is deserialised where tasks run: in the driver's JVM locally, in the executors' on a cluster.
+    java_options = f"-Xss16m -Dlog4j.configurationFile={log4j}"
     builder = (
-        SparkSession.builder.master(f"local[{cores}]")
+        SparkSession.builder.master(master or f"local[{cores}]")
         .appName(app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
@@ -92,7 +116,10 @@ def _builder(home: Path, cores: int, app_name: str) -> SparkSession.Builder:
         # ALS checkpoints its factors every few iterations only where a checkpoint dir is set; the
         # larger stack is a second guard for lineage a checkpoint does not cut.
         .config(CHECKPOINT_CONF, str(home / "checkpoints"))
-        .config("spark.driver.extraJavaOptions", f"-Xss16m -Dlog4j.configurationFile={log4j}")
+        .config("spark.driver.extraJavaOptions", java_options)
+        # Executors on a cluster connect back to the driver (tasks, jars, shuffle): on this machine only.
+        .config("spark.driver.host", LOOPBACK)
+        .config("spark.driver.bindAddress", LOOPBACK)
         .config("spark.sql.shuffle.partitions", str(max(2, 2 * cores)))
         .config("spark.default.parallelism", str(cores))
         .config("spark.driver.memory", os.environ.get("MOVIELENS_ALS_DRIVER_MEMORY", "4g"))
@@ -102,6 +129,16 @@ def _builder(home: Path, cores: int, app_name: str) -> SparkSession.Builder:
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.local.dir", str(home / "tmp"))
     )
+    if master and not master.startswith("local"):
+        builder = (
+            builder.config("spark.executor.extraJavaOptions", java_options)
+            .config("spark.executor.memory", os.environ.get(EXECUTOR_MEMORY_ENV, "1g"))
+            .config("spark.cores.max", str(cores))
+            # Blocks and partitions are sized for all the cores: wait for every executor before the first job.
+            .config("spark.scheduler.minRegisteredResourcesRatio", "1.0")
+            .config("spark.scheduler.maxRegisteredResourcesWaitingTime", "120s")
+        )
+    # spark.jars.packages: the driver resolves Delta's jars, and a cluster's executors fetch them from it.
     return configure_spark_with_delta_pip(builder)
 
 
@@ -129,7 +166,7 @@ def _connect_session(remote: str, home: Path, app_name: str) -> SparkSession:
     saved = os.environ.pop(REMOTE_ENV, None)
     try:
         (
-            _builder(home, cores, app_name)
+            _builder(home, cores, app_name)  # always local: a cluster is for classic sessions (MOVIELENS_ALS_MASTER)
             .config("spark.plugins", CONNECT_PLUGIN)
             .config("spark.connect.grpc.binding.port", str(port))
             .config("spark.sql.artifact.isolation.enabled", "true")
