@@ -9,7 +9,7 @@ MOVIELENS_100K ?=
 SOURCE := $(if $(MOVIELENS_100K),--source $(MOVIELENS_100K),)
 PYTEST_ARGS ?=
 
-.PHONY: run run-cluster test test-unit lint format install check-java benchmark bench-scale bench-serve bench-loop wheel clean
+.PHONY: run run-cluster test test-unit lint format install check-java benchmark bench-scale bench-serve bench-quality bench-loop wheel clean
 
 run: install
 	$(BIN)/movielens-als run $(SOURCE)
@@ -52,6 +52,11 @@ bench-scale: install
 SERVE_SIZES ?= 100k,25m
 bench-serve: install
 	MOVIELENS_100K=$(MOVIELENS_100K) $(BIN)/python benchmarks/serve.py --sizes $(SERVE_SIZES)
+
+# SEEDS=1,2,3,4,5: split/training seeds (issue 19); MOVIELENS_100K defaults to ../shared/datasets/ml-100k.
+SEEDS ?= 1,2,3,4,5
+bench-quality: install
+	MOVIELENS_100K=$(MOVIELENS_100K) $(BIN)/python benchmarks/quality.py --seeds $(SEEDS)
 
 bench-loop: install
 	$(BIN)/python benchmarks/local_loop.py
