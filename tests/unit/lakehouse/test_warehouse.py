@@ -8,12 +8,11 @@ import decimal
 import io
 import json
 import math
-import os
 import re
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from databricks.sdk import WorkspaceClient
@@ -24,6 +23,7 @@ from movielens_als.errors import MovieLensAlsError
 from movielens_als.lakehouse import warehouse
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.warehouse import decode, execute, run_warehouse_sql
+from tests.fake_api import isolate_databricks_config, running
 
 WAREHOUSE = "abc123def456"
 NS = Namespace("main", "movielens")
@@ -161,22 +161,13 @@ class FakeWarehouse:
 
 @pytest.fixture(autouse=True)
 def no_databricks_config(monkeypatch, tmp_path):
-    """Only what a test sets: no DATABRICKS_* variables or ~/.databrickscfg of the machine running it."""
-    for name in [n for n in os.environ if n.startswith("DATABRICKS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
+    isolate_databricks_config(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def server():
-    fake = FakeWarehouse()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.host = f"http://127.0.0.1:{httpd.server_port}"
-    yield fake
-    httpd.shutdown()
-    httpd.server_close()
+    with running(FakeWarehouse()) as fake:
+        yield fake
 
 
 @pytest.fixture

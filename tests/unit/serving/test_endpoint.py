@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from databricks.sdk import WorkspaceClient
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.serving.endpoint import Deployment, EndpointSpec, deploy_endpoint, validate_endpoint_name
+from tests.fake_api import isolate_databricks_config, running
 
 ENDPOINTS = "/api/2.0/serving-endpoints"
 PERMISSIONS = "/api/2.0/permissions/serving-endpoints"
@@ -179,22 +179,13 @@ class FakeServing:
 
 @pytest.fixture(autouse=True)
 def no_databricks_config(monkeypatch, tmp_path):
-    """Only what a test sets: no DATABRICKS_* variables or ~/.databrickscfg of the machine running it."""
-    for name in [n for n in os.environ if n.startswith("DATABRICKS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
+    isolate_databricks_config(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def server():
-    fake = FakeServing()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.host = f"http://127.0.0.1:{httpd.server_port}"
-    yield fake
-    httpd.shutdown()
-    httpd.server_close()
+    with running(FakeServing()) as fake:
+        yield fake
 
 
 @pytest.fixture
