@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -134,7 +135,9 @@ def test_the_dag_runs_with_executors_in_other_jvms_and_python_processes(runs):
             assert f"] {task} " in run.output, run.output[-3000:]
         assert "FAILED" not in run.output, run.output[-3000:]
     executors = [args for args in remote.under.values() if "CoarseGrainedExecutorBackend" in args]
-    assert len(executors) == WORKERS and all("-Xss16m" in args for args in executors)
+    # By executor id, not pid: a child the executor forks shows the executor's command line until it execs.
+    ids = {re.search(r"--executor-id (\S+)", args).group(1) for args in executors}
+    assert len(ids) == WORKERS and all("-Xss16m" in args for args in executors)
     # The executors' Python workers run this interpreter, which imports the package the tasks' functions live in.
     assert any(args.startswith(f"{sys.executable} -m pyspark.daemon") for args in remote.under.values())
     # Delta's jars, resolved by the driver, reached each executor.
