@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from movielens_als import commands
+from movielens_als import commands, interrupt
 from movielens_als.bundle.config import LOCAL_TARGET, Plan, find_bundle_root, plan_job
 from movielens_als.bundle.summary import summary_lines
 from movielens_als.config import Common
@@ -46,6 +46,9 @@ def run_job(
             result = commands.execute(args, spark)
         except Exception as exc:  # noqa: BLE001 - report, skip the downstream tasks, keep the summary
             elapsed = time.perf_counter() - start
+            if interrupt.requested():  # Ctrl-C cancelled this task's Spark job: the CLI reports the interrupt
+                print(f"[{i}/{len(parsed)}] {task.key:<{width}} interrupted after {elapsed:.1f}s", flush=True)
+                raise
             message = user_error(exc)
             if message is None:
                 traceback.print_exc()

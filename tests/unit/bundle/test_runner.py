@@ -387,3 +387,29 @@ def test_run_job_stops_at_a_failing_task_and_returns_non_zero(spark, tmp_path, c
     assert code == 2
     assert "[1/2] land" in out and "FAILED" in out
     assert "  skipped: split" in out
+
+
+def test_run_job_passes_a_failure_after_ctrl_c_on_as_the_interrupt(tmp_path, capsys, monkeypatch):
+    """Ctrl-C inside a JVM call cancels the Spark job, and the task fails with the cancellation: the runner must
+    not report that as a FAILED task (exit 1) but hand it on, so the CLI exits 130 with ``error: interrupted``."""
+    from movielens_als import commands, interrupt
+
+    land = ["land", "--schema", f"t_{uuid.uuid4().hex[:12]}", "--source", str(tmp_path / "any")]
+    root = write_bundle(
+        tmp_path / "bundle",
+        {"movielens_als": {"tasks": [wheel_task("land", land), wheel_task("split", ["split"], ("land",))]}},
+    )
+    cancelled = RuntimeError("[SPARK_JOB_CANCELLED] Job 7 cancelled")
+
+    def cancelled_by_ctrl_c(args, spark=None):
+        monkeypatch.setitem(interrupt._state, "requested", True)
+        raise cancelled
+
+    monkeypatch.setattr(commands, "execute", cancelled_by_ctrl_c)
+    with pytest.raises(RuntimeError) as raised:
+        run_job(target="local", home=str(tmp_path / "home"), bundle_root=str(root))
+
+    assert raised.value is cancelled
+    out = capsys.readouterr().out
+    assert "[1/2] land" in out and "interrupted after" in out
+    assert "FAILED" not in out and "skipped" not in out
