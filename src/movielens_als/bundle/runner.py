@@ -44,7 +44,7 @@ def run_job(
         start = time.perf_counter()
         try:
             result = commands.execute(args, spark)
-        except Exception as exc:  # noqa: BLE001 - report, skip the downstream tasks, keep the summary
+        except Exception as exc:  # report, skip the downstream tasks, keep the summary (or re-raise an interrupt)
             elapsed = time.perf_counter() - start
             if interrupt.requested():  # Ctrl-C cancelled this task's Spark job: the CLI reports the interrupt
                 print(f"[{i}/{len(parsed)}] {task.key:<{width}} interrupted after {elapsed:.1f}s", flush=True)
