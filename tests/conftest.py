@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from movielens_als.lakehouse.names import Namespace
-from movielens_als.lakehouse.spark import get_spark
+from movielens_als.lakehouse.spark import JAVA_OPTIONS_ENV, get_spark
 from movielens_als.ml import registry
 
 # Timestamps collected to Python are local times: pin UTC, as on Databricks.
 os.environ["TZ"] = "UTC"
 time.tzset()
+# Every JVM the tests start, here and in subprocesses, runs briefly on tiny data: C1 only (see lakehouse.spark).
+os.environ.setdefault(JAVA_OPTIONS_ENV, "-XX:TieredStopAtLevel=1")
 
 
 @pytest.fixture(scope="session")

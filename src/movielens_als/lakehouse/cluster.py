@@ -35,6 +35,7 @@ from movielens_als.errors import MovieLensAlsError
 from movielens_als.lakehouse.spark import (
     CORES_ENV,
     EXECUTOR_MEMORY_ENV,
+    JAVA_OPTIONS_ENV,
     LOOPBACK,
     MASTER_ENV,
     lakehouse_home,
@@ -97,7 +98,7 @@ def _start(cluster: Cluster, name: str, main_class: str, args: list[str]) -> sub
         "SPARK_LOCAL_IP": LOOPBACK,  # the web UIs bind here too, not to every interface
         "SPARK_LOCAL_DIRS": str(cluster.root / "tmp"),  # executors' shuffle and spill files
         "SPARK_DAEMON_MEMORY": "256m",  # the daemons only schedule; executors get their own memory
-        "SPARK_DAEMON_JAVA_OPTS": f"{MARKER}{cluster.root}",
+        "SPARK_DAEMON_JAVA_OPTS": f"{MARKER}{cluster.root} {os.environ.get(JAVA_OPTIONS_ENV, '')}".strip(),
     }
     env.pop("SPARK_REMOTE", None)
     with open(cluster.root / "logs" / f"{name}.log", "w") as log:
