@@ -1,13 +1,16 @@
-"""The rating model: a regularised bias baseline, explicit ALS on its residuals, blended with the ranking score.
+"""The rating model: a regularised bias baseline, explicit ALS on its residuals, blended with the ranking score
+and a neighbour feature.
 
-``prediction = clip(intercept + explicit * (mu + b_user + b_item + p_u . q_i) + implicit * score)``:
-the baseline and the residual ALS are refitted in turn (``passes``), and the blend weights come
-from least squares on the validation split.
+``prediction = clip(intercept + explicit * (mu + b_user + b_item + p_u . q_i) + implicit * score + knn * knn_ui)``:
+the baseline and the residual ALS are refitted in turn (``passes``); ``knn_ui`` averages the user's baseline
+residuals on the movie's nearest neighbours (:class:`Knn`); the blend weights come from least squares on the
+validation split.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,9 @@ from movielens_als.columns import ITEM, PREDICTION, RATING, USER
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.als import als_estimator, fit_als
 from movielens_als.ml.factors import Factors, read_parquet, write_parquet
+from movielens_als.ml.topk import top_k_fn
+
+NEIGHBOUR = "neighbour_id"
 
 
 @dataclass
@@ -130,24 +136,112 @@ def fit_rating_model(
     return baseline, model
 
 
+def item_neighbours_fn(items: DataFrame, k: int, power: float) -> DataFrame:
+    """(movie_id, neighbour_id, similarity): each movie's top ``k`` other movies by cosine of ``items``
+    (id, features), positive cosines only, ``similarity = cosine ** power``.
+
+    Through the blocked exact top-k that ``similar_movies`` uses, so the item x item matrix is never
+    built. A negative cosine says little about how a user rates the movie, and a negative weight
+    would turn the normaliser ``1 + sum(s)`` below 1: they are dropped, not kept at 0.
+    """
+    self_pairs = items.select(F.col("id").alias("left_id"), F.col("id").alias("right_id"))
+    ranked = top_k_fn(items, items, k, excluded=self_pairs, cosine=True)
+    similarity = F.pow("score", F.lit(power)).alias("similarity")
+    return ranked.where(F.col("score") > 0).select(
+        F.col("left_id").alias(ITEM), F.col("right_id").alias(NEIGHBOUR), similarity
+    )
+
+
+def residuals_fn(baseline: BiasBaseline, ratings: DataFrame) -> DataFrame:
+    """(user_id, movie_id, residual): ``rating - (mu + b_user + b_item)`` of each rating."""
+    return baseline.predict(ratings.select(USER, ITEM, RATING)).select(
+        USER, ITEM, (F.col(RATING) - F.col("baseline")).alias("residual")
+    )
+
+
+def knn_feature_fn(df: DataFrame, neighbours: DataFrame, residuals: DataFrame, out: str = "_knn") -> DataFrame:
+    """``df`` with ``out = sum(s_ij * e_uj) / (1 + sum(s_ij))`` over the neighbours j of movie i that user u
+    rated (0 when none): the user's residuals on similar movies, shrunk towards 0 when there are few.
+
+    Distinct (u, i) pairs join their movie's neighbours (pairs x k rows), then the user's residuals on
+    (u, j): no user x catalogue or item x item product.
+    """
+    pairs = df.select(USER, ITEM).distinct()
+    rated = residuals.select(USER, F.col(ITEM).alias(NEIGHBOUR), "residual")
+    feature = (
+        pairs.join(neighbours, ITEM)
+        .join(rated, [USER, NEIGHBOUR])
+        .groupBy(USER, ITEM)
+        .agg((F.sum(F.col("similarity") * F.col("residual")) / (1.0 + F.sum("similarity"))).alias(out))
+    )
+    return df.join(feature, [USER, ITEM], "left").withColumn(out, F.coalesce(out, F.lit(0.0)))
+
+
+@dataclass
+class Knn:
+    """What the neighbour feature needs at prediction time: each movie's neighbours (from the ranking model's
+    item factors) and the residuals of the ratings the rating model was fitted on."""
+
+    neighbours: DataFrame  # movie_id, neighbour_id, similarity
+    residuals: DataFrame  # user_id, movie_id, residual
+
+    def transform(self, df: DataFrame, out: str = "_knn") -> DataFrame:
+        return knn_feature_fn(df, self.neighbours, self.residuals, out)
+
+    def save(self, folder: Path, scratch: Path | None = None) -> None:
+        """``neighbours`` and ``residuals`` as Parquet folders. Residuals are ratings-sized (neighbours are k per
+        movie): with ``scratch`` (a folder Spark's executors can write, e.g. in the volume) Spark writes them there
+        and the files are copied, so they never pass through the driver; without, through Arrow (small data)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, df in (("neighbours", self.neighbours), ("residuals", self.residuals)):
+            target = folder / name
+            shutil.rmtree(target, ignore_errors=True)
+            if scratch is None:
+                target.mkdir()
+                write_parquet(df, target / "part-0.parquet")
+                continue
+            staged = scratch / f"knn_{name}"
+            df.write.mode("overwrite").parquet(str(staged))
+            try:
+                shutil.copytree(staged, target, ignore=shutil.ignore_patterns("_*", ".*"))
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+
+    @classmethod
+    def load(cls, spark: SparkSession, folder: Path) -> Knn:
+        neighbours = read_parquet(spark, folder / "neighbours", {ITEM: "int", NEIGHBOUR: "int", "similarity": "double"})
+        residuals = read_parquet(spark, folder / "residuals", {USER: "int", ITEM: "int", "residual": "double"})
+        return cls(neighbours, residuals)
+
+
+def fit_knn(baseline: BiasBaseline, ratings: DataFrame, implicit: Factors, k: int, power: float) -> Knn:
+    """The neighbour feature of a rating model whose final baseline is ``baseline``, fitted on ``ratings``;
+    neighbours by cosine of the ranking model's item factors (``implicit``)."""
+    # Checkpointed: the top-k is a costly job, and every prediction would otherwise run it again.
+    return Knn(item_neighbours_fn(implicit.items, k, power).localCheckpoint(), residuals_fn(baseline, ratings))
+
+
 @dataclass(frozen=True)
 class Blend:
-    """``prediction = intercept + explicit * (baseline + factors) + implicit * ranking score``.
+    """``prediction = intercept + explicit * (baseline + factors) + implicit * ranking score + knn * knn_ui``.
 
     Which movies a user chose to rate says something about how they rate them (the insight behind
-    Koren's SVD++); the implicit ranking model's score carries it. The weights are least squares
-    on the validation split, shrunk towards the unblended model (0, 1, 0) by ``PRIOR_ROWS``
-    pseudo-rows so a tiny validation split cannot produce wild weights.
+    Koren's SVD++); the implicit ranking model's score carries it. ``knn_ui`` adds what the factors
+    smooth away: how the user rated movies much like this one (ml-100k research: test RMSE 0.910 ->
+    0.892). The weights are least squares on the validation split, shrunk towards the unblended model
+    (0, 1, 0, 0) by ``PRIOR_ROWS`` pseudo-rows so a tiny validation split cannot produce wild weights.
     """
 
     intercept: float = 0.0
     explicit: float = 1.0
     implicit: float = 0.0
+    knn: float = 0.0  # a blend.json saved before the knn term loads with 0
 
     PRIOR_ROWS = 100.0
+    FEATURES = ("_explicit", "_implicit", "_knn")  # the columns weighted by explicit, implicit, knn
 
     def as_dict(self) -> dict[str, float]:
-        return {"intercept": self.intercept, "explicit": self.explicit, "implicit": self.implicit}
+        return {"intercept": self.intercept, "explicit": self.explicit, "implicit": self.implicit, "knn": self.knn}
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -163,9 +257,10 @@ def _clip(col, baseline: BiasBaseline):
 
 
 def _blend_features(
-    baseline: BiasBaseline, model: Factors | None, df: DataFrame, implicit: Factors | None
+    baseline: BiasBaseline, model: Factors | None, df: DataFrame, implicit: Factors | None, knn: Knn | None = None
 ) -> DataFrame:
-    """``df`` with ``_explicit`` (baseline + ALS residual) and ``_implicit`` (ranking score); 0 for unseen ids."""
+    """``df`` with ``_explicit`` (baseline + ALS residual), ``_implicit`` (ranking score) and ``_knn``
+    (neighbour feature); 0 for unseen ids and for a model not given."""
     out = baseline.predict(df)
     residual = F.lit(0.0)
     if model is not None:
@@ -176,6 +271,7 @@ def _blend_features(
     if implicit is not None:
         out = implicit.transform(out, "_score")
         score = F.coalesce(F.nanvl("_score", F.lit(0.0)), F.lit(0.0))
+    out = knn.transform(out) if knn is not None else out.withColumn("_knn", F.lit(0.0))
     return out.withColumn("_implicit", score.cast("double")).drop("baseline", "_residual", "_score")
 
 
@@ -185,58 +281,70 @@ def predict_ratings_fn(
     df: DataFrame,
     implicit: Factors | None = None,
     blend: Blend | None = None,
+    knn: Knn | None = None,
 ) -> DataFrame:
     """``df`` with ``prediction``: baseline + ALS residual (0 for unseen ids), blended with the implicit
-    model's score when both ``implicit`` and ``blend`` are given, clipped to the rating scale."""
+    model's score (and the neighbour feature, with ``knn``) when both ``implicit`` and ``blend`` are given,
+    clipped to the rating scale."""
     blend = blend if implicit is not None and blend is not None else Blend()
-    out = _blend_features(baseline, model, df, implicit if blend.implicit else None)
-    pred = (
-        F.lit(blend.intercept) + F.lit(blend.explicit) * F.col("_explicit") + F.lit(blend.implicit) * F.col("_implicit")
-    )
-    return out.withColumn(PREDICTION, _clip(pred, baseline).cast("double")).drop("_explicit", "_implicit")
+    if blend.knn and knn is None:
+        raise MovieLensAlsError("a blend with a knn weight needs the knn feature's neighbours and residuals")
+    out = _blend_features(baseline, model, df, implicit if blend.implicit else None, knn if blend.knn else None)
+    weights = (blend.explicit, blend.implicit, blend.knn)
+    pred = F.lit(blend.intercept)
+    for weight, feature in zip(weights, Blend.FEATURES, strict=True):
+        pred = pred + F.lit(weight) * F.col(feature)
+    return out.withColumn(PREDICTION, _clip(pred, baseline).cast("double")).drop(*Blend.FEATURES)
 
 
-def blend_weights_fn(
-    df: DataFrame, explicit: str = "_explicit", implicit: str = "_implicit", label: str = RATING
-) -> Blend:
-    """Least squares of ``label`` on (1, ``explicit``, ``implicit``), shrunk towards (0, 1, 0)."""
-    x = [F.lit(1.0), F.col(explicit), F.col(implicit)]
-    # The normal equations need only X'X and X'y: six and three sums, whatever the row count.
+def blend_weights_fn(df: DataFrame, features: tuple[str, ...] = Blend.FEATURES, label: str = RATING) -> Blend:
+    """Least squares of ``label`` on (1, explicit, implicit, knn ``features``), shrunk towards (0, 1, 0, 0)."""
+    x = [F.lit(1.0), *(F.col(f) for f in features)]
+    n = len(x)
+    # The normal equations need only X'X and X'y: n(n+1)/2 and n sums, whatever the row count.
     sums = df.agg(
         *[F.sum(a * b).alias(f"xx{i}{j}") for i, a in enumerate(x) for j, b in enumerate(x) if j >= i],
         *[F.sum(a * F.col(label)).alias(f"xy{i}") for i, a in enumerate(x)],
     ).first()
     if sums["xx00"] is None:
         return Blend()
-    xtx = np.array([[sums[f"xx{min(i, j)}{max(i, j)}"] for j in range(3)] for i in range(3)], dtype=float)
-    xty = np.array([sums[f"xy{i}"] for i in range(3)], dtype=float)
-    lam = Blend.PRIOR_ROWS
-    w = np.linalg.solve(xtx + lam * np.eye(3), xty + lam * np.array([0.0, 1.0, 0.0]))
+    xtx = np.array([[sums[f"xx{min(i, j)}{max(i, j)}"] for j in range(n)] for i in range(n)], dtype=float)
+    xty = np.array([sums[f"xy{i}"] for i in range(n)], dtype=float)
+    lam, prior = Blend.PRIOR_ROWS, np.eye(n)[1]  # (0, 1, 0, ...): the unblended model
+    w = np.linalg.solve(xtx + lam * np.eye(n), xty + lam * prior)
     return Blend(*(float(v) for v in w))
 
 
-def fit_blend(baseline: BiasBaseline, model: Factors, implicit: Factors, validation: DataFrame) -> Blend:
-    """Blend weights of the rating and ranking models fitted on ``fit``, from ``validation``."""
-    return blend_weights_fn(_blend_features(baseline, model, validation.select(USER, ITEM, RATING), implicit))
+def fit_blend(
+    baseline: BiasBaseline, model: Factors, implicit: Factors, knn: Knn | None, validation: DataFrame
+) -> Blend:
+    """Blend weights of the rating and ranking models (and ``knn``) fitted on ``fit``, from ``validation``."""
+    features = _blend_features(baseline, model, validation.select(USER, ITEM, RATING), implicit, knn)
+    return blend_weights_fn(features)
 
 
 @dataclass
 class RatingModel:
-    """Everything a rating prediction needs: the baseline, the residual factors, the blend and the ranking
-    factors it blends in."""
+    """Everything a rating prediction needs: the baseline, the residual factors, the blend, the ranking
+    factors it blends in and the neighbour feature's tables."""
 
     baseline: BiasBaseline
     residual: Factors
     implicit: Factors
     blend: Blend
+    knn: Knn | None = None
 
     def predict(self, df: DataFrame) -> DataFrame:
-        return predict_ratings_fn(self.baseline, self.residual, df, self.implicit, self.blend)
+        return predict_ratings_fn(self.baseline, self.residual, df, self.implicit, self.blend, self.knn)
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, scratch: Path | None = None) -> None:
+        """Parquet and JSON in ``folder``; ``scratch``: where Spark may stage the ratings-sized residuals
+        (:meth:`Knn.save`)."""
         self.baseline.save(folder / "baseline")
         self.residual.save(folder / "residual")
         self.implicit.save(folder / "implicit")
+        if self.knn is not None:
+            self.knn.save(folder / "knn", scratch)
         self.blend.save(folder)
 
     @classmethod
@@ -246,4 +354,5 @@ class RatingModel:
             Factors.load(spark, folder / "residual"),
             Factors.load(spark, folder / "implicit"),
             Blend.load(folder),
+            Knn.load(spark, folder / "knn") if (folder / "knn").exists() else None,
         )

@@ -69,11 +69,13 @@ def test_second_pass_refits_biases_on_what_the_first_pass_factors_leave(spark):
 
 
 def test_blend_weights_recover_an_exact_linear_blend_and_shrink_on_tiny_data(spark):
-    rows = [(float(e), float(s), 0.5 + 0.8 * e + 0.3 * s) for e in range(1, 6) for s in range(-20, 21)] * 200
-    df = spark.createDataFrame(rows, "_explicit DOUBLE, _implicit DOUBLE, rating DOUBLE")
+    rows = [(float(e), float(s), 0.0, 0.5 + 0.8 * e + 0.3 * s) for e in range(1, 6) for s in range(-20, 21)] * 200
+    df = spark.createDataFrame(rows, "_explicit DOUBLE, _implicit DOUBLE, _knn DOUBLE, rating DOUBLE")
     w = blend_weights_fn(df)  # 41000 rows against 100 pseudo-rows of the prior
     assert (w.intercept, w.explicit, w.implicit) == pytest.approx((0.5, 0.8, 0.3), abs=0.02)
-    two = spark.createDataFrame([(3.0, 0.0, 3.5), (4.0, 1.0, 4.0)], "_explicit DOUBLE, _implicit DOUBLE, rating DOUBLE")
+    two = spark.createDataFrame(
+        [(3.0, 0.0, 0.0, 3.5), (4.0, 1.0, 0.0, 4.0)], "_explicit DOUBLE, _implicit DOUBLE, _knn DOUBLE, rating DOUBLE"
+    )
     tiny = blend_weights_fn(two)  # two rows cannot outweigh the prior: close to unblended
     assert (tiny.intercept, tiny.explicit, tiny.implicit) == pytest.approx((0.0, 1.0, 0.0), abs=0.05)
     assert blend_weights_fn(df.limit(0)) == Blend()
