@@ -32,8 +32,8 @@ def _factors(folder: Path) -> tuple[dict[int, int], np.ndarray, dict[int, int], 
 def _dot(model_input: pd.DataFrame, factors) -> np.ndarray:
     """Dot products of each row's user and movie factors; NaN where either is unknown."""
     users, u, items, i = factors
-    rows = np.array([users.get(int(x), -1) for x in model_input[USER]])
-    cols = np.array([items.get(int(x), -1) for x in model_input[ITEM]])
+    rows = np.array([users.get(int(x), -1) for x in model_input[USER]], dtype=np.int64)
+    cols = np.array([items.get(int(x), -1) for x in model_input[ITEM]], dtype=np.int64)
     out = np.full(len(model_input), np.nan)
     known = (rows >= 0) & (cols >= 0)
     out[known] = np.einsum("ij,ij->i", u[rows[known]], i[cols[known]])
@@ -50,8 +50,22 @@ class RankingPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({PREDICTION: _dot(model_input, self.factors)})
 
 
+def _knn_feature(model_input: pd.DataFrame, neighbours: pd.DataFrame, residuals: pd.DataFrame) -> np.ndarray:
+    """Per row, ``sum(s_ij * e_uj) / (1 + sum(s_ij))`` over movie i's neighbours j that user u rated; 0 when none.
+    The rows join their movie's neighbours (rows x k), then the user's residuals on (u, j), as in Spark."""
+    rows = pd.DataFrame({"_row": np.arange(len(model_input)), USER: model_input[USER].to_numpy().astype(np.int64),
+                         ITEM: model_input[ITEM].to_numpy().astype(np.int64)})  # fmt: skip
+    joined = rows.merge(neighbours, on=ITEM).merge(residuals, on=[USER, "neighbour_id"])
+    joined["_weighted"] = joined["similarity"] * joined["residual"]
+    sums = joined.groupby("_row")[["_weighted", "similarity"]].sum()
+    out = np.zeros(len(model_input))
+    out[sums.index.to_numpy()] = (sums["_weighted"] / (1.0 + sums["similarity"])).to_numpy()
+    return out
+
+
 class RatingPyfunc(mlflow.pyfunc.PythonModel):
-    """Baseline + residual factors, blended with the ranking score and clipped to the rating scale."""
+    """Baseline + residual factors, blended with the ranking score and the neighbour feature, clipped to the
+    rating scale."""
 
     def load_context(self, context) -> None:
         folder = Path(context.artifacts["model"])
@@ -61,6 +75,13 @@ class RatingPyfunc(mlflow.pyfunc.PythonModel):
         self.item_bias = pd.read_parquet(folder / "baseline" / "item_bias.parquet").set_index(ITEM)["item_bias"]
         self.residual = _factors(folder / "residual")
         self.implicit = _factors(folder / "implicit")
+        self.neighbours = self.residuals = None
+        knn = folder / "knn"
+        if knn.exists():  # a model saved before the knn term has none, and a blend weight of 0 for it
+            ids = {ITEM: "int64", "neighbour_id": "int64"}
+            self.neighbours = pd.read_parquet(knn / "neighbours").astype(ids)
+            residuals = pd.read_parquet(knn / "residuals").rename(columns={ITEM: "neighbour_id"})
+            self.residuals = residuals.astype({USER: "int64", "neighbour_id": "int64"})
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         baseline = (
@@ -72,4 +93,6 @@ class RatingPyfunc(mlflow.pyfunc.PythonModel):
         score = np.nan_to_num(_dot(model_input, self.implicit))
         b = self.blend
         value = b["intercept"] + b["explicit"] * explicit + b["implicit"] * score
+        if b.get("knn"):
+            value = value + b["knn"] * _knn_feature(model_input, self.neighbours, self.residuals)
         return pd.DataFrame({PREDICTION: np.clip(value, self.meta["rating_min"], self.meta["rating_max"])})
