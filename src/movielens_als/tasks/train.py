@@ -49,6 +49,7 @@ from movielens_als.ml.rating_model import (
     RatingModel,
     fit_bias_baseline,
     fit_blend,
+    fit_knn,
     fit_rating_model,
     predict_ratings_fn,
 )
@@ -63,9 +64,37 @@ from movielens_als.serving.model import SIGNATURE as RECOMMENDER_SIGNATURE
 from movielens_als.serving.model import RecommenderPyfunc
 
 log = logging.getLogger(__name__)
+KNN_PARAMS = ["knn_k", "knn_power"]  # the rating model's neighbour feature, chosen with the blend
 RATING_STAGES = (["reg_user", "reg_item"], ["rank", "reg_param", "max_iter", "passes"])
 RANKING_PARAMS = ["rank", "reg_param", "alpha", "max_iter", "implicit_value"]
 REFITS = 3  # rating and ranking on train + validation, ranking on every rating
+
+
+def tune_blend(
+    fit: DataFrame,
+    validation: DataFrame,
+    grid: dict[str, list],
+    baseline: BiasBaseline,
+    model: Factors,
+    implicit: Factors,
+) -> tuple[dict, Blend, list[dict]]:
+    """Choose the neighbour feature (``knn_k``, ``knn_power``) by the blend's RMSE on validation.
+
+    In-sample (the weights are fitted on validation too), as issue 19's research chose them: four weights
+    and a few points against every validation row. Returns the best point, its blend and every point's scores.
+    """
+    scores: list[dict] = []
+    best, best_rmse, best_blend = None, float("inf"), None
+    for point in grid_points(grid, KNN_PARAMS):
+        knn = fit_knn(baseline, fit, implicit, point["knn_k"], point["knn_power"])
+        blend = fit_blend(baseline, model, implicit, knn, validation)
+        m = rating_metrics_fn(predict_ratings_fn(baseline, model, validation, implicit, blend, knn))
+        params = {**point, **blend.as_dict()}
+        scores.append({"model": "rating", "stage": "blend", "params": params, "rmse": m["rmse"], "mae": m["mae"]})
+        log.info("rating blend %s: validation rmse %.4f (in-sample)", params, m["rmse"])
+        if m["rmse"] < best_rmse:
+            best, best_rmse, best_blend = point, m["rmse"], blend
+    return best, best_blend, scores
 
 
 def tune_rating(
@@ -239,12 +268,11 @@ def train(
         ranking_params, ranking_scores, fit_ranking = tune_ranking(fit, validation, grid["ranking"], k, seed, on_fit)
         timed("tune_ranking", t)
         t = time.monotonic()
-        blend = fit_blend(fit_baseline, fit_rating, fit_ranking, validation)
-        m = rating_metrics_fn(predict_ratings_fn(fit_baseline, fit_rating, validation, fit_ranking, blend))
-        # In-sample on validation, so not a tuning score: recorded to show what the blend adds.
-        rating_scores.append(
-            {"model": "rating", "stage": "blend", "params": blend.as_dict(), "rmse": m["rmse"], "mae": m["mae"]}
+        knn_params, blend, blend_scores = tune_blend(
+            fit, validation, grid["rating"], fit_baseline, fit_rating, fit_ranking
         )
+        rating_params = {**rating_params, **knn_params}
+        rating_scores += blend_scores
         timed("blend", t)
 
         t = time.monotonic()
@@ -252,6 +280,8 @@ def train(
         baseline, rating_model = fit_rating_model(full, rating_params, seed)
         on_fit("ranking model on train + validation")
         ranking_model = fit_ranking_model(full, ranking_params, seed)
+        # The final model's residuals are of train + validation: the ratings it was refitted on.
+        knn = fit_knn(baseline, full, ranking_model, rating_params["knn_k"], rating_params["knn_power"])
         timed("refit", t)
         t = time.monotonic()
         every_rating = spark.read.option("versionAsOf", ratings_version).table(namespace.table("ratings"))
@@ -271,7 +301,7 @@ def train(
         rating_hyperparams = json.dumps({**rating_params, "blend": blend.as_dict()}, sort_keys=True)
         scores = rating_scores + ranking_scores
         models = RunModels(
-            run_id, 0, 0, ranking_model, serving_model, RatingModel(baseline, rating_model, ranking_model, blend)
+            run_id, 0, 0, ranking_model, serving_model, RatingModel(baseline, rating_model, ranking_model, blend, knn)
         )
         tracked = _track(
             namespace,
@@ -287,6 +317,7 @@ def train(
             models,
             full,
             save_recommender_model,
+            Path(storage) / "tmp" / run_id,
         )
         timed("log_models", t)
         failpoint("train.logged")
@@ -340,8 +371,11 @@ def _track(
     models: RunModels,
     rows: DataFrame,
     save_recommender_model: Callable[[Path], None],
+    scratch: Path,
 ) -> dict[str, Any]:
-    """One MLflow run: parameters, validation scores, timings and the three models, registered as challengers."""
+    """One MLflow run: parameters, validation scores, timings and the three models, registered as challengers.
+
+    ``scratch``: a folder Spark may stage ratings-sized files in (the rating model's residuals)."""
     best_rating = min((s for s in scores if s.get("stage") == "als"), key=lambda s: s["rmse"])
     best_ranking = max((s for s in scores if s["model"] == "ranking"), key=lambda s: s["ndcg_at_k"])
     tags = {"movielens_als.run_id": run_id, "protocol": protocol, "ratings_version": str(ratings_version)}
@@ -367,7 +401,9 @@ def _track(
 
         ranking_version = registry.log_model(namespace, RANKING_MODEL, save_ranking, example)
         failpoint("train.logging")
-        rating_version = registry.log_model(namespace, RATING_MODEL, models.rating.save, example)
+        rating_version = registry.log_model(
+            namespace, RATING_MODEL, lambda folder: models.rating.save(folder, scratch), example
+        )
         request = pd.DataFrame({"user_id": [int(example[USER].iloc[0])], "n": [10]})
         recommender_version = registry.log_model(
             namespace, RECOMMENDER_MODEL, save_recommender_model, request, RecommenderPyfunc(), RECOMMENDER_SIGNATURE,
