@@ -1,6 +1,6 @@
 """Tune on the validation split, refit on train + validation, save the models of a run.
 
-Rating model: :mod:`rating_model` (bias baseline + residual ALS, blended with the ranking score).
+Rating model: :mod:`rating_model` (bias baseline + residual ALS, blended with the ranking score and a knn feature).
 Ranking model: :mod:`ranking_model` (implicit ALS). Hyperparameters and blend weights are chosen
 on ``validation`` (carved from train by ``split``), never on ``test``: the rating model by RMSE,
 the ranking model by nDCG@k over the same blocked top-k that serves. The bias regularisers are
