@@ -68,8 +68,12 @@ def test_train_registers_both_models_as_challengers_linked_to_the_run(spark, tra
 def test_registered_models_loaded_back_predict_like_spark_and_like_their_pyfunc(spark, trained_in):
     namespace, _, run_id, _ = trained_in
     models = load_run_models(spark, namespace, run_id)
-    saved = json.loads(spark.table(namespace.table("training_runs")).first()["rating_hyperparams"])["blend"]
+    hyperparams = json.loads(spark.table(namespace.table("training_runs")).first()["rating_hyperparams"])
+    saved = hyperparams["blend"]
     assert models.rating.blend.as_dict() == saved
+    # The knn term is in the model and weighs in, so the pyfunc comparison below covers it.
+    assert (hyperparams["knn_k"], hyperparams["knn_power"]) == (100, 3.0)
+    assert models.rating.knn is not None and saved["knn"] != 0
     pairs = (
         spark.table(namespace.table("splits"))
         .select("user_id", "movie_id")
