@@ -3,12 +3,14 @@ solved on Spark with the DataFrame API and pandas UDFs: classic Spark and Spark 
 
 The loss, over every (user, item) pair::
 
-    sum c_ui (p_ui - x_u . y_i)^2 + lambda sum_u (n_u + beta N_items) |x_u|^2 + lambda sum_i (n_i + beta N_users) |y_i|^2
+    sum_{u,i} c_ui (p_ui - x_u . y_i)^2
+        + lambda sum_u (n_u + beta N_items) |x_u|^2 + lambda sum_i (n_i + beta N_users) |y_i|^2
 
 with ``p_ui = 1, c_ui = 1 + alpha |r_ui|`` for a positive rating and ``c_ui = 1`` elsewhere; ``n_u`` counts
 ``u``'s positive ratings. Each half-step solves, for every user (items first, as Spark does)::
 
-    (Y'Y + sum_{i in I_u} alpha |r_ui| y_i y_i' + lambda (n_u + beta N_items) I) x_u = sum_{i in I_u} (1 + alpha r_ui) y_i
+    (Y'Y + sum_{i in I_u} alpha |r_ui| y_i y_i' + lambda (n_u + beta N_items) I) x_u
+        = sum_{i in I_u} (1 + alpha r_ui) y_i
 
 ``beta = 0`` is Spark's implicit ALS-WR; Spark has no place for ``beta N``, hence this solver.
 
@@ -87,9 +89,7 @@ def _side(ratings: DataFrame, key: str, other: str, blocks: int) -> _Side:
     return _Side(rows, needs, rows.count())
 
 
-def _half_step(
-    side: _Side, other: DataFrame, rank: int, reg_param: float, alpha: float, beta_n: float
-) -> DataFrame:
+def _half_step(side: _Side, other: DataFrame, rank: int, reg_param: float, alpha: float, beta_n: float) -> DataFrame:
     """``side``'s factors solved against the ``other`` side's current ones."""
     gram = _gram(other, rank)
     shipped = side.needs.join(other, "id")

@@ -64,7 +64,7 @@ from movielens_als.serving.model import RecommenderPyfunc
 
 log = logging.getLogger(__name__)
 RATING_STAGES = (["reg_user", "reg_item"], ["rank", "reg_param", "max_iter", "passes"])
-RANKING_PARAMS = ["rank", "reg_param", "alpha", "max_iter", "implicit_value"]
+RANKING_PARAMS = ["rank", "reg_param", "alpha", "beta", "max_iter", "implicit_value"]
 REFITS = 3  # rating and ranking on train + validation, ranking on every rating
 
 
