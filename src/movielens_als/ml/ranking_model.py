@@ -1,4 +1,5 @@
-"""The ranking model: implicit ALS on which movies a user rated (confidence ``1 + alpha * value``), for top-k."""
+"""The ranking model: implicit ALS on which movies a user rated (confidence ``1 + alpha * value``, regulariser
+``reg_param * (n + beta * N)``: :mod:`.ials`), for top-k."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pyspark.sql import functions as F
 
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.config import RECOMMEND
-from movielens_als.ml.als import als_estimator, fit_als
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.ials import fit_ials
 from movielens_als.ml.topk import top_k_fn
 
 
@@ -21,19 +22,17 @@ def implicit_frame(df: DataFrame, implicit_value: str) -> DataFrame:
 
 
 def fit_ranking_model(df: DataFrame, params: dict[str, Any], seed: int) -> Factors:
-    """Implicit ALS: preference 1 for rated items, confidence ``1 + alpha * value``."""
-    als = als_estimator(
-        df.sparkSession,
+    """Implicit ALS: preference 1 for rated items, confidence ``1 + alpha * value``, regulariser
+    ``reg_param * (n + beta * N)`` (``beta`` 0: Spark's implicit ALS)."""
+    return fit_ials(
+        implicit_frame(df, params["implicit_value"]),
         rank=params["rank"],
-        regParam=params["reg_param"],
+        reg_param=params["reg_param"],
         alpha=params["alpha"],
-        maxIter=params["max_iter"],
-        implicitPrefs=True,
-        ratingCol="value",
+        beta=params["beta"],
+        max_iter=params["max_iter"],
         seed=seed,
-        coldStartStrategy="drop",
     )
-    return Factors.of(fit_als(als, implicit_frame(df, params["implicit_value"])))
 
 
 def model_top_k(

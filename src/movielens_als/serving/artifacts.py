@@ -30,7 +30,7 @@ def recommender_params(ranking_params: dict, run_id: str) -> dict:
     """What answering needs besides the arrays: fold-in hyperparameters and the recommend task's defaults."""
     return {
         "run_id": run_id,
-        **{name: ranking_params[name] for name in ("rank", "alpha", "reg_param", "implicit_value")},
+        **{name: ranking_params[name] for name in ("rank", "alpha", "reg_param", "beta", "implicit_value")},
         "min_ratings": RECOMMEND.min_ratings,
         "default_n": RECOMMEND.top_n,
         "popular_min_count": RECOMMEND.popular_min_count,
@@ -50,7 +50,7 @@ def save_recommender(
 
     ``ratings``: (user_id, movie_id, rating) the serving factors were fitted on; ``movies``: the catalogue
     (None: answers carry no titles); ``params``: the ranking
-    hyperparameters (alpha, reg_param, implicit_value) plus min_ratings, default_n, popular_min_count
+    hyperparameters (alpha, reg_param, beta, implicit_value) plus min_ratings, default_n, popular_min_count
     and popular_damping.
     """
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,12 @@ def save_recommender(
     for name, array in arrays.items():
         np.save(folder / f"{name}.npy", array)
     write_parquet(movies.select(F.col(ITEM).cast("long"), F.col("title").cast("string")), folder / "titles.parquet")
-    meta = {**params, "rating_min": float(scale["low"]), "rating_max": float(scale["high"])}
+    meta = {
+        **params,
+        "num_items": len(item_ids),  # the N of fold-in's beta * N: every item the serving factors were fitted on
+        "rating_min": float(scale["low"]),
+        "rating_max": float(scale["high"]),
+    }
     (folder / "params.json").write_text(json.dumps(meta, sort_keys=True, indent=2))
 
 

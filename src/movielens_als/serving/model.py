@@ -7,8 +7,8 @@ titles, the popular-movies ranking and the fold-in hyperparameters. Each request
 
 - ``personal``: a known user with at least ``min_ratings`` ratings, ranked by the stored user factor:
   the same movies in the same order as ``user_recommendations``;
-- ``folded``: fresh ratings (with a known user's stored ones, fresh winning) folded in with Spark ALS's
-  implicit update (:mod:`.foldin`), every rated movie excluded;
+- ``folded``: fresh ratings (with a known user's stored ones, fresh winning) folded in with the ranking
+  model's implicit update (:mod:`.foldin`), every rated movie excluded;
 - ``popular``: fewer known movies than ``min_ratings``: the popular ranking, rated movies excluded.
 """
 
@@ -127,7 +127,9 @@ class Recommender:
             picked = top_n(order, rows, np.flatnonzero(np.isin(rows, rated)), request.n)
             return rows[picked], self.popular_scores[picked], POPULAR
         if len(fresh_rows):
-            vector = fold_in(self.items, self.item_gram, rated, values, self.params["alpha"], self.params["reg_param"])
+            vector = fold_in(
+                self.items, self.item_gram, rated, values, self.params["alpha"], self.params["reg_param"], self._beta_n
+            )
             source = FOLDED
         else:
             vector = self.users[np.searchsorted(self.user_ids, request.user_id)]
@@ -136,6 +138,11 @@ class Recommender:
         scores = np.einsum("ij,j->i", self.items, vector)
         picked = top_n(scores, self.item_ids, rated, request.n)
         return picked, scores[picked], source
+
+    @property
+    def _beta_n(self) -> float:
+        """``beta`` times the trained item count; artifacts from before ``beta`` were Spark's ALS: beta 0."""
+        return float(self.params.get("beta", 0.0)) * self.params.get("num_items", len(self.item_ids))
 
     def _known(self, user_id: int | None) -> bool:
         if user_id is None:

@@ -66,7 +66,7 @@ from movielens_als.serving.model import RecommenderPyfunc
 log = logging.getLogger(__name__)
 KNN_PARAMS = ["knn_k", "knn_power"]  # the rating model's neighbour feature, chosen with the blend
 RATING_STAGES = (["reg_user", "reg_item"], ["rank", "reg_param", "max_iter", "passes"])
-RANKING_PARAMS = ["rank", "reg_param", "alpha", "max_iter", "implicit_value"]
+RANKING_PARAMS = ["rank", "reg_param", "alpha", "beta", "max_iter", "implicit_value"]
 REFITS = 3  # rating and ranking on train + validation, ranking on every rating
 
 

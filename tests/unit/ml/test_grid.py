@@ -19,12 +19,17 @@ TINY_GRID = {
 def test_parse_grid_defaults_and_errors():
     g = parse_grid(json.dumps({"ranking": {"rank": 8}}))
     assert g["ranking"]["rank"] == [8] and g["rating"]["rank"] and g["k"] == 10
+    assert g["ranking"]["beta"] == [0.1] and parse_grid('{"ranking": {"beta": [0, 0.5]}}')["ranking"]["beta"] == [
+        0.0,
+        0.5,
+    ]
     for bad, message in [
         ("{", "not valid JSON"),
         ('{"x": 1}', "unknown keys"),
         ('{"ranking": {"rank": [0]}}', ">= 1"),
         ('{"ranking": {"rank": [1.5]}}', "ints"),
         ('{"ranking": {"implicit_value": ["x"]}}', "implicit_value"),
+        ('{"ranking": {"beta": [-0.1]}}', ">= 0"),
         ('{"rating": {"alpha": [1]}}', "unknown rating parameters"),
     ]:
         with pytest.raises(MovieLensAlsError, match=message):

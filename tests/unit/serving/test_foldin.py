@@ -1,11 +1,14 @@
-"""Fold-in against Spark's own ALS: a training user's ratings folded in give back Spark's factor and top-10."""
+"""Fold-in against training: a training user's ratings folded in give back their trained factor and top-10, for
+Spark's own ALS and for the ranking model's iALS with ``beta`` > 0."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from movielens_als.ml.ranking_model import fit_ranking_model
+from movielens_als.ml.als import als_estimator
+from movielens_als.ml.factors import Factors
+from movielens_als.ml.ranking_model import fit_ranking_model, implicit_frame
 from movielens_als.serving.foldin import fold_in, gram, top_n
 
 
@@ -25,11 +28,28 @@ def _matrix(factors):
     return np.array([i for i, _ in rows]), np.array([f for _, f in rows], dtype=np.float32)
 
 
-@pytest.mark.parametrize("implicit_value", ["rating", "one"])
-def test_fold_in_of_a_training_users_ratings_is_sparks_factor_and_top_10(spark, implicit_value):
+def _spark_als(df, params, seed):
+    als = als_estimator(
+        df.sparkSession,
+        rank=params["rank"],
+        regParam=params["reg_param"],
+        alpha=params["alpha"],
+        maxIter=params["max_iter"],
+        implicitPrefs=True,
+        ratingCol="value",
+        seed=seed,
+    )
+    return Factors.of(als.fit(implicit_frame(df, params["implicit_value"])))
+
+
+@pytest.mark.parametrize(
+    ("implicit_value", "beta", "fit"),
+    [("rating", 0.0, _spark_als), ("one", 0.0, _spark_als), ("rating", 0.3, fit_ranking_model)],
+)
+def test_fold_in_of_a_training_users_ratings_is_their_factor_and_top_10(spark, implicit_value, beta, fit):
     rows, df = _ratings(spark)
-    params = {"rank": 6, "reg_param": 0.1, "alpha": 0.5, "max_iter": 8, "implicit_value": implicit_value}
-    model = fit_ranking_model(df, params, seed=3)
+    params = {"rank": 6, "reg_param": 0.1, "alpha": 0.5, "beta": beta, "max_iter": 8, "implicit_value": implicit_value}
+    model = fit(df, params, seed=3)
     user_ids, users = _matrix(model.users)
     item_ids, items = _matrix(model.items)
     item_gram = gram(items)
@@ -38,7 +58,7 @@ def test_fold_in_of_a_training_users_ratings_is_sparks_factor_and_top_10(spark, 
         mine = [(m, r) for uu, m, r in rows if uu == u]
         item_rows = np.searchsorted(item_ids, [m for m, _ in mine])
         values = np.array([r if implicit_value == "rating" else 1.0 for _, r in mine])
-        vector = fold_in(items, item_gram, item_rows, values, params["alpha"], params["reg_param"])
+        vector = fold_in(items, item_gram, item_rows, values, params["alpha"], params["reg_param"], beta * len(items))
         worst = max(worst, float(np.abs(vector - spark_vector).max()))
         ours = top_n(items.astype(np.float64) @ vector, item_ids, item_rows, 10)
         theirs = top_n(items.astype(np.float64) @ spark_vector.astype(np.float64), item_ids, item_rows, 10)

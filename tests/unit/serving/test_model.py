@@ -3,6 +3,7 @@ fallback, and every kind of bad request over MLflow's scoring server, which keep
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -27,9 +28,9 @@ from movielens_als.serving.requests import Limits, RequestError, parse_requests
 from movielens_als.serving.server import _error_fields, create_app
 from movielens_als.tasks.recommend import top_n_fn
 
-PARAMS = {"rank": 4, "alpha": 0.5, "reg_param": 0.1, "implicit_value": "rating", "max_iter": 6}
-SERVING = {"run_id": "r1", "rank": 4, "alpha": 0.5, "reg_param": 0.1, "implicit_value": "rating", "min_ratings": 3,
-           "default_n": 10, "popular_min_count": 2, "popular_damping": 1.0}  # fmt: skip
+PARAMS = {"rank": 4, "alpha": 0.5, "reg_param": 0.1, "beta": 0.2, "implicit_value": "rating", "max_iter": 6}
+SERVING = {"run_id": "r1", "rank": 4, "alpha": 0.5, "reg_param": 0.1, "beta": 0.2, "implicit_value": "rating",
+           "min_ratings": 3, "default_n": 10, "popular_min_count": 2, "popular_damping": 1.0}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,10 @@ def built(spark, tmp_path_factory):
 @pytest.fixture(scope="module")
 def recommender(built) -> Recommender:
     return Recommender.load(built[3])
+
+
+def _beta_n(recommender) -> float:
+    return PARAMS["beta"] * len(recommender.item_ids)
 
 
 def answer(recommender, *records) -> pd.DataFrame:
@@ -77,7 +82,9 @@ def test_fresh_ratings_are_folded_in_and_excluded(recommender):
     assert set(got["source"]) == {"folded"} and len(got) == 4
     assert not {3, 7, 11, 99} & set(got["movie_id"])
     rows = np.searchsorted(recommender.item_ids, [3, 7, 11])  # 99 is unknown: ignored
-    vector = fold_in(recommender.items, recommender.item_gram, rows, np.array([5.0, 4.0, 5.0]), 0.5, 0.1)
+    vector = fold_in(
+        recommender.items, recommender.item_gram, rows, np.array([5.0, 4.0, 5.0]), 0.5, 0.1, _beta_n(recommender)
+    )
     scores = recommender.items @ vector
     scores[rows] = -np.inf
     best = np.lexsort((recommender.item_ids, -scores))[:4]
@@ -92,12 +99,33 @@ def test_a_known_user_with_fresh_ratings_folds_in_the_union_fresh_winning(built,
     merged = {**stored, **fresh}
     got = answer(recommender, {"user_id": 5, "movie_ids": list(fresh), "ratings": list(fresh.values()), "n": 3})
     item_rows = np.searchsorted(recommender.item_ids, list(merged))
-    vector = fold_in(recommender.items, recommender.item_gram, item_rows, np.array(list(merged.values())), 0.5, 0.1)
+    vector = fold_in(
+        recommender.items,
+        recommender.item_gram,
+        item_rows,
+        np.array(list(merged.values())),
+        0.5,
+        0.1,
+        _beta_n(recommender),
+    )
     scores = recommender.items @ vector
     scores[item_rows] = -np.inf
     best = np.lexsort((recommender.item_ids, -scores))[:3]
     assert got["source"].tolist() == ["folded"] * 3
     assert got["movie_id"].tolist() == recommender.item_ids[best].tolist()
+
+
+def test_artifacts_without_beta_fold_in_as_sparks_als(recommender):
+    assert recommender.params["num_items"] == len(recommender.item_ids)
+    old = dataclasses.replace(recommender, params={k: v for k, v in recommender.params.items() if k != "beta"})
+    got = answer(old, {"movie_ids": [3, 7, 11], "ratings": [5, 4, 5], "n": 4})
+    rows = np.searchsorted(recommender.item_ids, [3, 7, 11])
+    vector = fold_in(recommender.items, recommender.item_gram, rows, np.array([5.0, 4.0, 5.0]), 0.5, 0.1)
+    scores = recommender.items @ vector
+    scores[rows] = -np.inf
+    best = np.lexsort((recommender.item_ids, -scores))[:4]
+    assert got["movie_id"].tolist() == recommender.item_ids[best].tolist()
+    np.testing.assert_allclose(got["score"], scores[best], atol=1e-9)  # beta 0.2 would shrink these
 
 
 def test_too_few_known_ratings_get_the_popular_movies_not_rated(recommender):
