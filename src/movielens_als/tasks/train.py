@@ -40,7 +40,7 @@ from movielens_als.lakehouse.spark import ensure_checkpoint_dir
 from movielens_als.ml import registry
 from movielens_als.ml.factors import Factors
 from movielens_als.ml.grid import grid_points, parse_grid
-from movielens_als.ml.metrics import ranking_metrics_fn, rating_metrics_fn
+from movielens_als.ml.metrics import coverage_novelty_fn, ranking_metrics_fn, rating_metrics_fn
 from movielens_als.ml.models import TRAINING_RUNS, RunModels, validate_run_id
 from movielens_als.ml.ranking_model import fit_ranking_model, model_top_k
 from movielens_als.ml.rating_model import (
@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 KNN_PARAMS = ["knn_k", "knn_power"]  # the rating model's neighbour feature, chosen with the blend
 RATING_STAGES = (["reg_user", "reg_item"], ["rank", "reg_param", "max_iter", "passes"])
 RANKING_PARAMS = ["rank", "reg_param", "alpha", "beta", "max_iter", "implicit_value"]
+# Validation nDCG@10 differences below this are noise on ml-100k's 943 users (its standard error is about 0.005):
+# among such near-ties the point covering more of the catalogue is chosen (issue 19: coverage must not fall).
+NDCG_TIE = 0.002
 REFITS = 3  # rating and ranking on train + validation, ranking on every rating
 
 
@@ -150,29 +153,40 @@ def tune_ranking(
     seed: int,
     on_fit: Callable[[str], None] = lambda _: None,
 ) -> tuple[dict, list[dict], Factors]:
-    """Choose the implicit ALS by validation nDCG@k; return (best, all scores, best model fitted on ``fit``)."""
+    """Choose the implicit ALS by validation nDCG@k, and among the points within ``NDCG_TIE`` of the best the one
+    whose lists cover most of the catalogue; return (chosen, all scores, chosen model fitted on ``fit``)."""
     scores: list[dict] = []
-    best, best_ndcg, best_model = None, -1.0, None
+    fitted: list[Factors] = []
     users = validation.select(USER).distinct()
     points = grid_points(grid, RANKING_PARAMS)
     for i, params in enumerate(points, 1):
         on_fit(f"ranking grid point {i} of {len(points)}")
         started = time.monotonic()
         model = fit_ranking_model(fit, params, seed)
-        m = ranking_metrics_fn(model_top_k(model, users, fit, k), validation, k)
+        top = model_top_k(model, users, fit, k).cache()
+        m = ranking_metrics_fn(top, validation, k) | coverage_novelty_fn(fit, top)
+        top.unpersist()
         scores.append(
             {
                 "model": "ranking",
                 "params": params,
                 **{n: m[n] for n in ("ndcg_at_k", "precision_at_k", "recall_at_k", "map", "map_at_k")},
+                **{n: m[n] for n in ("catalog_coverage", "novelty")},
                 "k": k,
                 "seconds": round(time.monotonic() - started, 2),
             }
         )
+        fitted.append(model)
         log.info("ranking %s: validation ndcg@%d %.4f", params, k, m["ndcg_at_k"])
-        if m["ndcg_at_k"] > best_ndcg:
-            best, best_ndcg, best_model = params, m["ndcg_at_k"], model
-    return best, scores, best_model
+    return choose_ranking(scores, fitted)
+
+
+def choose_ranking(scores: list[dict], fitted: list) -> tuple[dict, list[dict], Factors]:
+    """(params, scores, model) of the grid point chosen: most catalogue coverage within ``NDCG_TIE`` of the best."""
+    best = max(s["ndcg_at_k"] for s in scores)
+    tied = [i for i, s in enumerate(scores) if s["ndcg_at_k"] >= best - NDCG_TIE]
+    chosen = max(tied, key=lambda i: (scores[i]["catalog_coverage"], scores[i]["ndcg_at_k"]))
+    return scores[chosen]["params"], scores, fitted[chosen]
 
 
 def _write_run(spark: SparkSession, namespace: Namespace, row: dict[str, Any]) -> None:
