@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,13 @@ def spark(lakehouse_home):
 
 
 @pytest.fixture
-def namespace(spark) -> Namespace:
+def namespace(spark) -> Iterator[Namespace]:
     """A schema of its own for each test, so tests never see each other's tables."""
     ns = Namespace("spark_catalog", f"t_{uuid.uuid4().hex[:12]}")
     spark.sql(f"CREATE SCHEMA {ns.qualified_schema}")
-    return ns
+    yield ns
+    # The session is shared: a test that selected its schema must not leave it current for the next one.
+    spark.sql("USE spark_catalog.default")
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ def lakehouse(spark, namespace):
 
 
 def test_report_of_the_latest_succeeded_run_lands_beside_its_plots(spark, lakehouse, storage):
+    current = spark.catalog.currentDatabase()
     result = write_report(spark, lakehouse, storage, rows=5)
     path = report_path(storage, "r1")
     assert result.details["run_id"] == "r1" and result.details["path"] == str(path) and path.is_file()
@@ -62,7 +63,7 @@ def test_report_of_the_latest_succeeded_run_lands_beside_its_plots(spark, lakeho
     assert "Not available: ingestion_runs is not there yet" in page
     assert "Not available: user_recommendations, promotions are not there yet" in page
     assert result.details["unavailable"] == 8 and "Landings" in result.headline
-    assert spark.catalog.currentDatabase() == "default"
+    assert spark.catalog.currentDatabase() == current
 
 
 def test_report_thresholds_decide_the_verdict_and_a_run_must_exist(spark, lakehouse, storage):
