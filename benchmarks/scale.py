@@ -9,7 +9,9 @@ point per model, because a grid search multiplies the train stage by its size an
 the stages cost as the data grows. A poller reads the peak resident memory (``VmHWM``) of the driver
 JVM, the driver's Python process and the largest Python worker from /proc while the DAG runs. The
 table shows seconds per stage, ratings per second over the whole DAG, the peaks, and test-split
-metrics of the ALS models next to the popularity and quick-start baselines.
+metrics of the ALS models next to the popularity and quick-start baselines. Then, per size, where
+each stage's seconds go, from the run's Spark event log (:mod:`eventlog`: jobs, task time, shuffle,
+Delta commits) and train's own step timings (tuning, refits, MLflow logging).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import eventlog
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"1m": 1_000_000, "5m": 5_000_000, "25m": 25_000_000}
@@ -101,9 +105,11 @@ def run_size(name: str, work: Path, driver_memory: str) -> dict:
     result = {"size": name, "ratings": SIZES[name], "synth_s": time.monotonic() - started}
     env = {**os.environ, "MOVIELENS_ALS_DRIVER_MEMORY": driver_memory}
     env.pop("SPARK_REMOTE", None)
+    events = work / f"events-{name}"
+    run_env = {**env, **eventlog.event_log_env(events)}
     started = time.monotonic()
     dag = cli(
-        "run", "--source", str(release), "--home", str(home), "--param", f"grid={json.dumps(SCALE_GRID)}", env=env
+        "run", "--source", str(release), "--home", str(home), "--param", f"grid={json.dumps(SCALE_GRID)}", env=run_env
     )
     memory = PeakMemory(dag.pid)
     memory.start()
@@ -131,6 +137,10 @@ def run_size(name: str, work: Path, driver_memory: str) -> dict:
     )
     rows = [json.loads(line) for line in query.communicate()[0].splitlines() if line.startswith("{")]
     result |= {label: r["value"] for r in rows for key, label in METRICS.items() if (r["model"], r["metric"]) == key}
+    result["profile"] = eventlog.profile(eventlog.find_event_log(events), home / "warehouse")
+    query = cli("sql", "SELECT timings FROM training_runs", "--format", "json", "--home", str(home), env=env)
+    rows = [json.loads(line) for line in query.communicate()[0].splitlines() if line.startswith("{")]
+    result["train_steps"] = json.loads(rows[0]["timings"]) if rows else {}
     return result
 
 
@@ -188,6 +198,11 @@ def main() -> int:
             f"\n{earlier['size']} -> {later['size']} ({growth:.0f}x ratings): DAG "
             f"{later['dag_s'] / earlier['dag_s']:.1f}x; {stages}"
         )
+    for r in results:
+        print(f"\n{r['size']}: where the seconds go (Spark event log; wall s is the stage's own line)\n")
+        print(eventlog.table(r["profile"], {s: r[s] for s in STAGES if s in r}, (*STAGES, "report")))
+        steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in r["train_steps"].items())
+        print(f"train steps (s): {steps}")
     return 0
 
 

@@ -17,6 +17,8 @@ from movielens_als.lakehouse.catalog import open_lakehouse
 from movielens_als.lakehouse.names import LOCAL_CATALOG, Namespace
 from movielens_als.report.dashboard import DASHBOARD_FILE
 
+TASK_TAG = "task-"  # + the task key: the Spark job tag of every job a task of the DAG starts
+
 
 def run_job(
     target: str = LOCAL_TARGET,
@@ -42,6 +44,8 @@ def run_job(
     code = 0
     for i, (task, args) in enumerate(parsed, 1):
         start = time.perf_counter()
+        # Spark's job tags say which task started a job: Spark UI, event logs and `benchmarks/` group by them.
+        spark.addTag(f"{TASK_TAG}{task.key}")
         try:
             result = commands.execute(args, spark)
         except Exception as exc:  # report, skip the downstream tasks, keep the summary (or re-raise an interrupt)
@@ -58,16 +62,20 @@ def run_job(
                 print(f"  skipped: {', '.join(skipped)}")
             code = 2 if message else 1
             break
+        finally:
+            spark.removeTag(f"{TASK_TAG}{task.key}")
         elapsed = time.perf_counter() - start
         written = " ".join(f"{table}={n}" for table, n in result.rows.items()) or "no rows written"
         print(f"[{i}/{len(parsed)}] {task.key:<{width}} {elapsed:7.1f}s  {written}", flush=True)
         if result.headline:
             print(f"  {result.headline}", flush=True)
     namespace = Namespace(LOCAL_CATALOG, plan.parameters.get("schema", Common.schema))
+    spark.addTag(f"{TASK_TAG}report")  # the summary and the report: local steps after the job's tasks
     for line in summary_lines(spark, namespace, plan.run_id):
         print(line)
     if code == 0:
         print(write_report(parser, plan, home, spark, root / "jobs" / "dashboards" / DASHBOARD_FILE), flush=True)
+    spark.removeTag(f"{TASK_TAG}report")
     return code
 
 

@@ -256,7 +256,7 @@ def _clip(col, baseline: BiasBaseline):
     return F.least(F.greatest(col, F.lit(baseline.rating_min)), F.lit(baseline.rating_max))
 
 
-def _blend_features(
+def blend_features_fn(
     baseline: BiasBaseline, model: Factors | None, df: DataFrame, implicit: Factors | None, knn: Knn | None = None
 ) -> DataFrame:
     """``df`` with ``_explicit`` (baseline + ALS residual), ``_implicit`` (ranking score) and ``_knn``
@@ -289,12 +289,16 @@ def predict_ratings_fn(
     blend = blend if implicit is not None and blend is not None else Blend()
     if blend.knn and knn is None:
         raise MovieLensAlsError("a blend with a knn weight needs the knn feature's neighbours and residuals")
-    out = _blend_features(baseline, model, df, implicit if blend.implicit else None, knn if blend.knn else None)
-    weights = (blend.explicit, blend.implicit, blend.knn)
+    out = blend_features_fn(baseline, model, df, implicit if blend.implicit else None, knn if blend.knn else None)
+    return blended_fn(out, blend, baseline)
+
+
+def blended_fn(features: DataFrame, blend: Blend, baseline: BiasBaseline) -> DataFrame:
+    """``features`` (from :func:`blend_features_fn`) with ``prediction`` of ``blend``, clipped, the features dropped."""
     pred = F.lit(blend.intercept)
-    for weight, feature in zip(weights, Blend.FEATURES, strict=True):
+    for weight, feature in zip((blend.explicit, blend.implicit, blend.knn), Blend.FEATURES, strict=True):
         pred = pred + F.lit(weight) * F.col(feature)
-    return out.withColumn(PREDICTION, _clip(pred, baseline).cast("double")).drop(*Blend.FEATURES)
+    return features.withColumn(PREDICTION, _clip(pred, baseline).cast("double")).drop(*Blend.FEATURES)
 
 
 def blend_weights_fn(df: DataFrame, features: tuple[str, ...] = Blend.FEATURES, label: str = RATING) -> Blend:
@@ -313,14 +317,6 @@ def blend_weights_fn(df: DataFrame, features: tuple[str, ...] = Blend.FEATURES, 
     lam, prior = Blend.PRIOR_ROWS, np.eye(n)[1]  # (0, 1, 0, ...): the unblended model
     w = np.linalg.solve(xtx + lam * np.eye(n), xty + lam * prior)
     return Blend(*(float(v) for v in w))
-
-
-def fit_blend(
-    baseline: BiasBaseline, model: Factors, implicit: Factors, knn: Knn | None, validation: DataFrame
-) -> Blend:
-    """Blend weights of the rating and ranking models (and ``knn``) fitted on ``fit``, from ``validation``."""
-    features = _blend_features(baseline, model, validation.select(USER, ITEM, RATING), implicit, knn)
-    return blend_weights_fn(features)
 
 
 @dataclass

@@ -47,8 +47,10 @@ from movielens_als.ml.rating_model import (
     BiasBaseline,
     Blend,
     RatingModel,
+    blend_features_fn,
+    blend_weights_fn,
+    blended_fn,
     fit_bias_baseline,
-    fit_blend,
     fit_knn,
     fit_rating_model,
     predict_ratings_fn,
@@ -90,8 +92,11 @@ def tune_blend(
     best, best_rmse, best_blend = None, float("inf"), None
     for point in grid_points(grid, KNN_PARAMS):
         knn = fit_knn(baseline, fit, implicit, point["knn_k"], point["knn_power"])
-        blend = fit_blend(baseline, model, implicit, knn, validation)
-        m = rating_metrics_fn(predict_ratings_fn(baseline, model, validation, implicit, blend, knn))
+        # Weights and scores read the same features: the knn join over validation runs once per point.
+        features = blend_features_fn(baseline, model, validation.select(USER, ITEM, RATING), implicit, knn).cache()
+        blend = blend_weights_fn(features)
+        m = rating_metrics_fn(blended_fn(features, blend, baseline))
+        features.unpersist()
         params = {**point, **blend.as_dict()}
         scores.append({"model": "rating", "stage": "blend", "params": params, "rmse": m["rmse"], "mae": m["mae"]})
         log.info("rating blend %s: validation rmse %.4f (in-sample)", params, m["rmse"])
