@@ -14,12 +14,13 @@ with ``p_ui = 1, c_ui = 1 + alpha |r_ui|`` for a positive rating and ``c_ui = 1`
 
 ``beta = 0`` is Spark's implicit ALS-WR; Spark has no place for ``beta N``, hence this solver.
 
-Scaling: the ratings are grouped once per side into blocks (one row per user: its items and values) and
-checkpointed. A half-step ships each block only the other side's factors its rows touch (the distinct
-(block, other id) pairs, also computed once), sums the Gram ``Y'Y`` per partition (rank x rank to the driver),
-and solves each block's rows in one pandas call (a cogroup of the block's rows and its shipped factors). No
-ratings-sized collect, no users x items product; the factors are checkpointed every half-step so the lineage
-stays one step deep however many iterations run.
+Scaling: the ratings are grouped once per side into blocks (one row per user: its items and values), hash
+partitioned by block and cached: a cached frame keeps its partitioning (a checkpointed one does not), so the
+half-steps never shuffle the ratings again. A half-step ships each block only the other side's factors its rows
+touch (the distinct (block, other id) pairs, also computed once: at most blocks x ids rows), sums the Gram ``Y'Y``
+per partition (rank x rank to the driver), and solves each block's rows in one pandas call (a cogroup of the
+block's rows and its shipped factors). No ratings-sized collect, no users x items product; the factors are
+checkpointed every half-step so the lineage stays one step deep however many iterations run.
 """
 
 from __future__ import annotations
@@ -64,26 +65,35 @@ def fit_ials(
     if max_iter < 1:
         raise ValueError(f"fit_ials needs max_iter >= 1, got {max_iter}")
     blocks = blocks or max(2, als_blocks(df.sparkSession))
-    ratings = df.select(
-        F.col(USER).cast("int").alias("u"), F.col(ITEM).cast("int").alias("i"), F.col("value").cast("double").alias("v")
-    )
+    ratings = _ratings(df)
     users, items = _side(ratings, "u", "i", blocks), _side(ratings, "i", "u", blocks)
-    user_factors = _checkpoint(users.rows.select("id").mapInPandas(_initialiser(rank, seed), _SOLVED))
-    for _ in range(max_iter):
-        item_factors = _half_step(items, user_factors, rank, reg_param, alpha, beta * users.count)
-        user_factors = _half_step(users, item_factors, rank, reg_param, alpha, beta * items.count)
+    try:
+        user_factors = _checkpoint(users.rows.select("id").mapInPandas(_initialiser(rank, seed), _SOLVED))
+        for _ in range(max_iter):
+            item_factors = _half_step(items, user_factors, rank, reg_param, alpha, beta * users.count)
+            user_factors = _half_step(users, item_factors, rank, reg_param, alpha, beta * items.count)
+    finally:
+        users.rows.unpersist()
+        items.rows.unpersist()
     features = F.col("features").cast("array<float>")  # what Spark's ALSModel factors hold
     return Factors(user_factors.select("id", features.alias("features")), item_factors.select("id", features))
+
+
+def _ratings(df: DataFrame) -> DataFrame:
+    return df.select(
+        F.col(USER).cast("int").alias("u"), F.col(ITEM).cast("int").alias("i"), F.col("value").cast("double").alias("v")
+    )
 
 
 def _side(ratings: DataFrame, key: str, other: str, blocks: int) -> _Side:
     block = F.pmod(F.hash(key), F.lit(blocks)).alias("block")
     pairs = F.sort_array(F.collect_list(F.struct(other, "v")))  # sorted: the same row whatever the shuffle order
-    rows = _checkpoint(
+    rows = (
         ratings.groupBy(key)
         .agg(pairs.alias("p"))
         .select(block, F.col(key).alias("id"), F.col(f"p.{other}").alias("others"), F.col("p.v").alias("values"))
         .repartition(blocks, "block")
+        .cache()
     )
     needs = _checkpoint(ratings.select(block, F.col(other).alias("id")).distinct())
     return _Side(rows, needs, rows.count())
@@ -91,14 +101,16 @@ def _side(ratings: DataFrame, key: str, other: str, blocks: int) -> _Side:
 
 def _half_step(side: _Side, other: DataFrame, rank: int, reg_param: float, alpha: float, beta_n: float) -> DataFrame:
     """``side``'s factors solved against the ``other`` side's current ones."""
-    gram = _gram(other, rank)
+    return _checkpoint(_solved(side, other, _gram(other, rank), reg_param, alpha, beta_n))
+
+
+def _solved(side: _Side, other: DataFrame, gram: np.ndarray, reg_param: float, alpha: float, beta_n: float):
     shipped = side.needs.join(other, "id")
-    solved = (
+    return (
         side.rows.groupBy("block")
         .cogroup(shipped.groupBy("block"))
         .applyInPandas(_solver(gram, reg_param, alpha, beta_n), _SOLVED)
     )
-    return _checkpoint(solved)
 
 
 def _checkpoint(df: DataFrame) -> DataFrame:

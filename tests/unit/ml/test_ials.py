@@ -7,7 +7,7 @@ import pytest
 
 from movielens_als.ml.als import als_estimator
 from movielens_als.ml.factors import Factors
-from movielens_als.ml.ials import fit_ials, initial_factors
+from movielens_als.ml.ials import _ratings, _side, _solved, fit_ials, initial_factors
 
 RANK, REG, ALPHA = 4, 0.1, 0.6
 
@@ -131,3 +131,23 @@ def test_beta_zero_is_as_good_as_sparks_implicit_als(spark):
     ours_scores, theirs_scores = ours[0] @ ours[1].T, theirs[0] @ theirs[1].T
     correlation = [np.corrcoef(a, b)[0, 1] for a, b in zip(ours_scores, theirs_scores, strict=True)]
     assert np.mean(correlation) >= 0.95, correlation
+
+
+def test_a_half_step_moves_no_ratings_between_partitions(spark):
+    """The blocks are partitioned once: a half-step shuffles only the factors it ships, never the ratings."""
+    users = _side(_ratings(_frame(spark, _rows())), "u", "i", 2)
+    items = spark.createDataFrame([(m, [1.0] * RANK) for _, m, _ in _rows()], "id INT, features ARRAY<DOUBLE>")
+    try:
+        plan = _solved(users, items, np.eye(RANK), REG, ALPHA, 0.0)._jdf.queryExecution().executedPlan()
+        cogroup = plan.executedPlan()
+        assert cogroup.nodeName() == "FlatMapCoGroupsInPandas"
+        # The cached blocks' own plan (its one shuffle) is not a child: it ran once, when they were cached.
+        assert _node_names(cogroup.left()) == ["Sort", "InMemoryTableScan"]
+        assert "Exchange" in _node_names(cogroup.right())
+    finally:
+        users.rows.unpersist()
+
+
+def _node_names(node) -> list[str]:
+    children = node.children()
+    return [node.nodeName()] + [n for i in range(children.size()) for n in _node_names(children.apply(i))]
