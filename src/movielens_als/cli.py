@@ -16,11 +16,9 @@ from movielens_als import interrupt
 from movielens_als.bundle.runner import run_job
 from movielens_als.commands import build_parser, execute
 from movielens_als.errors import user_error
-from movielens_als.ingest.synth import synthesize
 from movielens_als.lakehouse.catalog import open_lakehouse
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.sql import run_sql
-from movielens_als.lakehouse.warehouse import run_warehouse_sql
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -39,11 +37,15 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return serve(Namespace(args.catalog, args.schema), args.home, args.host, args.port)
     if args.command == "synth":
+        from movielens_als.ingest.synth import synthesize
+
         print(synthesize(args.ratings, args.out, seed=args.seed))
         return 0
     if args.command == "sql":
         namespace = Namespace(args.catalog, args.schema)  # validates before any Spark work
         if args.warehouse:  # a Databricks SQL warehouse runs it: no local Spark is started
+            from movielens_als.lakehouse.warehouse import run_warehouse_sql  # the SDK: loaded only for this
+
             output = run_warehouse_sql(
                 args.warehouse,
                 namespace,

@@ -14,18 +14,7 @@ from movielens_als import __version__, config
 from movielens_als.lakehouse.catalog import open_lakehouse
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import storage_root
-from movielens_als.ml import registry
-from movielens_als.report.write import write_report
 from movielens_als.result import TaskResult
-from movielens_als.serving.health import Thresholds
-from movielens_als.tasks.deploy import deploy
-from movielens_als.tasks.evaluate import evaluate
-from movielens_als.tasks.land import land
-from movielens_als.tasks.promote import promote
-from movielens_als.tasks.publish import publish
-from movielens_als.tasks.recommend import recommend
-from movielens_als.tasks.split import split
-from movielens_als.tasks.train import train
 
 REMOTE_HELP = "Spark Connect URL (sc://host:port, or local to start a local server); env SPARK_REMOTE"
 
@@ -88,9 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def execute(args: argparse.Namespace, spark=None) -> TaskResult:
-    """Run one task command; the SparkSession is made from the arguments unless one is passed in."""
+    """Run one task command; the SparkSession is made from the arguments unless one is passed in.
+
+    Each task's module is imported when its command runs: a ``land`` or ``split`` process does not load MLflow
+    and the Databricks SDK (seconds of every CLI start)."""
     namespace = Namespace(args.catalog, args.schema)  # validates before any Spark work
     if args.command == "deploy":  # no Spark: the model answers in process, or the endpoint is API calls
+        from movielens_als.ml import registry
+        from movielens_als.tasks.deploy import deploy
+
         registry.configure(args.home)
         return deploy(
             namespace,
@@ -103,6 +98,8 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
     storage = storage_root(namespace, args.volume, args.home)
     spark = spark or open_lakehouse(args.home, remote=args.remote, namespace=namespace)
     if args.command == "land":
+        from movielens_als.tasks.land import land
+
         return land(
             spark,
             namespace,
@@ -112,14 +109,24 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
             max_quarantine_fraction=args.max_quarantine_fraction,
         )
     if args.command == "split":
+        from movielens_als.tasks.split import split
+
         return split(spark, namespace, protocol=args.protocol, seed=args.seed)
     if args.command in ("train", "evaluate", "promote", "recommend"):
+        from movielens_als.ml import registry
+
         registry.configure(args.home, getattr(args, "experiment", None))
     if args.command == "train":
+        from movielens_als.tasks.train import train
+
         return train(spark, namespace, storage, protocol=args.protocol, run_id=args.run_id, grid=args.grid)
     if args.command == "evaluate":
+        from movielens_als.tasks.evaluate import evaluate
+
         return evaluate(spark, namespace, storage, run_id=args.run_id, k=args.k, diversity_users=args.diversity_users)
     if args.command == "promote":
+        from movielens_als.tasks.promote import promote
+
         return promote(
             spark,
             namespace,
@@ -130,6 +137,9 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
             force=args.force_promote,
         )
     if args.command == "recommend":
+        from movielens_als.serving.health import Thresholds
+        from movielens_als.tasks.recommend import recommend
+
         return recommend(
             spark,
             namespace,
@@ -141,8 +151,13 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
             thresholds=Thresholds(args.max_churn, args.max_coverage_drop),
         )
     if args.command == "publish":
+        from movielens_als.tasks.publish import publish
+
         return publish(spark, namespace, sql_dir=args.sql_dir)
     if args.command == "report":
+        from movielens_als.report.write import write_report
+        from movielens_als.serving.health import Thresholds
+
         return write_report(
             spark,
             namespace,

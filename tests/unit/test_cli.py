@@ -10,7 +10,9 @@ import pytest
 import movielens_als.serving
 from movielens_als import cli, commands, config
 from movielens_als.lakehouse.names import Namespace
+from movielens_als.ml import registry
 from movielens_als.result import TaskResult
+from movielens_als.tasks import deploy as deploy_task
 
 
 @pytest.fixture
@@ -65,13 +67,13 @@ def test_serve_exit_code_is_the_servers(monkeypatch, no_spark):
 
 def test_deploy_configures_the_registry_and_runs_the_task_without_spark(monkeypatch, no_spark, capsys, tmp_path):
     seen = {}
-    monkeypatch.setattr(commands.registry, "configure", lambda home, experiment=None: seen.update(home=home))
+    monkeypatch.setattr(registry, "configure", lambda home, experiment=None: seen.update(home=home))
 
     def deploy(namespace, **options):
         seen.update(namespace=namespace, **options)
         return TaskResult("deploy", details={"version": 3}, headline="no endpoint created locally")
 
-    monkeypatch.setattr(commands, "deploy", deploy)
+    monkeypatch.setattr(deploy_task, "deploy", deploy)
     cli.main(["deploy", "--home", str(tmp_path), "--endpoint-name", "mine", "--workload-size", "Large"])
     assert seen == {
         "home": str(tmp_path),
