@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.config import RECOMMEND
 from movielens_als.ml.factors import Factors, write_parquet
+from movielens_als.ml.ials import beta_terms
 from movielens_als.ml.popular import ALL_GENRES, popular_movies_fn
 from movielens_als.ml.ranking_model import implicit_frame
 from movielens_als.serving.foldin import gram
@@ -78,7 +79,9 @@ def save_recommender(
     write_parquet(movies.select(F.col(ITEM).cast("long"), F.col("title").cast("string")), folder / "titles.parquet")
     meta = {
         **params,
-        "num_items": len(item_ids),  # the N of fold-in's beta * N: every item the serving factors were fitted on
+        "num_items": len(item_ids),
+        # Fold-in's regulariser term, as the serving fit's user half-steps had it: beta * mean positive ratings.
+        "beta_n": beta_terms(params["beta"], int((seen_values > 0).sum()), len(user_ids), len(item_ids))[0],
         "rating_min": float(scale["low"]),
         "rating_max": float(scale["high"]),
     }

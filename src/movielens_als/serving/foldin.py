@@ -3,7 +3,7 @@
 ``fold_in`` is the ranking model's implicit least-squares update of one user (:mod:`movielens_als.ml.ials`,
 Spark's ``ALS.computeFactors`` with ``implicitPrefs`` when ``beta`` is 0):
 ``(YtY + sum_i c1_i y_i y_i^T + lambda I) x = sum_{i: r_i > 0} (1 + c1_i) y_i`` with ``c1_i = alpha * |r_i|``
-and ``lambda = regParam * (number of positive ratings + beta * number of items)``. Training's last
+and ``lambda = regParam * (number of positive ratings + beta * the trained users' mean)``. Training's last
 half-iteration solves every user this way against the final item factors, so folding in a training
 user's own ratings gives back their trained factor, and a new user is solved as if trained.
 """
@@ -29,7 +29,7 @@ def fold_in(
     beta_n: float = 0.0,
 ) -> np.ndarray:
     """The user vector the implicit ALS update gives for ``values`` on the items at ``rows`` of ``items``;
-    ``beta_n``: ``beta`` times the number of items the factors were trained on."""
+    ``beta_n``: the fit's ``beta`` term, ``beta`` times its mean positive ratings per user."""
     y = items[rows].astype(np.float64, copy=False)
     values = np.asarray(values, dtype=np.float64)
     c1 = alpha * np.abs(values)

@@ -141,7 +141,10 @@ class Recommender:
 
     @property
     def _beta_n(self) -> float:
-        """``beta`` times the trained item count; artifacts from before ``beta`` were Spark's ALS: beta 0."""
+        """The serving fit's ``beta * mean n``. Older artifacts: ``beta * N_items`` (the regulariser they were
+        fitted with), and before ``beta``, Spark's ALS: 0."""
+        if "beta_n" in self.params:
+            return float(self.params["beta_n"])
         return float(self.params.get("beta", 0.0)) * self.params.get("num_items", len(self.item_ids))
 
     def _known(self, user_id: int | None) -> bool:

@@ -19,7 +19,7 @@ TINY_GRID = {
 def test_parse_grid_defaults_and_errors():
     g = parse_grid(json.dumps({"ranking": {"rank": 8}}))
     assert g["ranking"]["rank"] == [8] and g["rating"]["rank"] and g["k"] == 10
-    assert g["ranking"]["beta"] == [0.1] and parse_grid('{"ranking": {"beta": [0, 0.5]}}')["ranking"]["beta"] == [
+    assert g["ranking"]["beta"] == [2.3] and parse_grid('{"ranking": {"beta": [0, 0.5]}}')["ranking"]["beta"] == [
         0.0,
         0.5,
     ]

@@ -44,7 +44,8 @@ def _solve_side(y, r, reg, alpha, beta):
     out = np.zeros((r.shape[0], y.shape[1]))
     for row in range(r.shape[0]):
         rated = np.flatnonzero(r[row])
-        a = y.T @ y + reg * (len(rated) + beta * len(y)) * np.eye(y.shape[1])
+        # beta times this side's mean count of positive ratings (hand-written: not the code's beta_terms)
+        a = y.T @ y + reg * (len(rated) + beta * (r > 0).sum() / r.shape[0]) * np.eye(y.shape[1])
         b = np.zeros(y.shape[1])
         for j in rated:
             a += alpha * r[row, j] * np.outer(y[j], y[j])
@@ -67,7 +68,8 @@ def _loss(x, y, r, beta):
     p = (r > 0).astype(float)
     n_u, n_i = p.sum(axis=1), p.sum(axis=0)
     fit = (c * (p - x @ y.T) ** 2).sum()
-    reg = ((n_u + beta * len(y)) * (x**2).sum(axis=1)).sum() + ((n_i + beta * len(x)) * (y**2).sum(axis=1)).sum()
+    mean_u, mean_i = p.sum() / len(x), p.sum() / len(y)
+    reg = ((n_u + beta * mean_u) * (x**2).sum(axis=1)).sum() + ((n_i + beta * mean_i) * (y**2).sum(axis=1)).sum()
     return fit + REG * reg
 
 

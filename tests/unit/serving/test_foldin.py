@@ -53,12 +53,13 @@ def test_fold_in_of_a_training_users_ratings_is_their_factor_and_top_10(spark, i
     user_ids, users = _matrix(model.users)
     item_ids, items = _matrix(model.items)
     item_gram = gram(items)
+    beta_n = beta * len(rows) / len(user_ids)  # beta times the mean user's (positive) ratings
     worst, same_top = 0.0, 0
     for u, spark_vector in zip(user_ids, users, strict=True):
         mine = [(m, r) for uu, m, r in rows if uu == u]
         item_rows = np.searchsorted(item_ids, [m for m, _ in mine])
         values = np.array([r if implicit_value == "rating" else 1.0 for _, r in mine])
-        vector = fold_in(items, item_gram, item_rows, values, params["alpha"], params["reg_param"], beta * len(items))
+        vector = fold_in(items, item_gram, item_rows, values, params["alpha"], params["reg_param"], beta_n)
         worst = max(worst, float(np.abs(vector - spark_vector).max()))
         ours = top_n(items.astype(np.float64) @ vector, item_ids, item_rows, 10)
         theirs = top_n(items.astype(np.float64) @ spark_vector.astype(np.float64), item_ids, item_rows, 10)

@@ -55,7 +55,8 @@ def recommender(built) -> Recommender:
 
 
 def _beta_n(recommender) -> float:
-    return PARAMS["beta"] * len(recommender.item_ids)
+    """beta times the mean user's ratings (all positive here), as the serving fit regularised its users."""
+    return PARAMS["beta"] * len(recommender.seen_items) / len(recommender.user_ids)
 
 
 def answer(recommender, *records) -> pd.DataFrame:
@@ -115,17 +116,25 @@ def test_a_known_user_with_fresh_ratings_folds_in_the_union_fresh_winning(built,
     assert got["movie_id"].tolist() == recommender.item_ids[best].tolist()
 
 
-def test_artifacts_without_beta_fold_in_as_sparks_als(recommender):
-    assert recommender.params["num_items"] == len(recommender.item_ids)
-    old = dataclasses.replace(recommender, params={k: v for k, v in recommender.params.items() if k != "beta"})
+@pytest.mark.parametrize(
+    ("dropped", "beta_n"),
+    [
+        ({"beta", "beta_n"}, 0.0),  # before iALS: Spark's ALS
+        ({"beta_n"}, PARAMS["beta"] * 25),  # iALS fitted with beta * N_items (25 movies)
+    ],
+)
+def test_older_artifacts_fold_in_with_the_regulariser_they_were_fitted_with(recommender, dropped, beta_n):
+    assert recommender.params["num_items"] == len(recommender.item_ids) == 25
+    old = dataclasses.replace(recommender, params={k: v for k, v in recommender.params.items() if k not in dropped})
     got = answer(old, {"movie_ids": [3, 7, 11], "ratings": [5, 4, 5], "n": 4})
     rows = np.searchsorted(recommender.item_ids, [3, 7, 11])
-    vector = fold_in(recommender.items, recommender.item_gram, rows, np.array([5.0, 4.0, 5.0]), 0.5, 0.1)
+    vector = fold_in(recommender.items, recommender.item_gram, rows, np.array([5.0, 4.0, 5.0]), 0.5, 0.1, beta_n)
     scores = recommender.items @ vector
     scores[rows] = -np.inf
     best = np.lexsort((recommender.item_ids, -scores))[:4]
     assert got["movie_id"].tolist() == recommender.item_ids[best].tolist()
-    np.testing.assert_allclose(got["score"], scores[best], atol=1e-9)  # beta 0.2 would shrink these
+    np.testing.assert_allclose(got["score"], scores[best], atol=1e-9)
+    assert not np.isclose(beta_n, _beta_n(recommender))  # the current artifacts' term would give other scores
 
 
 def test_too_few_known_ratings_get_the_popular_movies_not_rated(recommender):
