@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import uuid
+from pathlib import Path
+
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.ml.als import als_estimator, fit_als
+from movielens_als.ml.factors import Factors
 
 BASELINE_PARAMS = {
     "rank": 10,
@@ -22,6 +29,33 @@ BASELINE_PARAMS = {
 def fit_quickstart_baseline(train_df: DataFrame) -> ALSModel:
     """The recommenders quick-start ALS (explicit, rank 10, maxIter 15, regParam 0.05, seed 42)."""
     return fit_als(als_estimator(train_df.sparkSession, ratingCol=RATING, **BASELINE_PARAMS), train_df)
+
+
+def quickstart_factors(train_df: DataFrame, cache: Path | None = None) -> Factors:
+    """The quick-start ALS's factors on ``train_df``. With ``cache``, a folder of earlier fits named by what they
+    were fitted on (the rows' count and hash, the parameters): a split that has not changed is not fitted again."""
+    if cache is None:
+        return Factors.of(fit_quickstart_baseline(train_df))
+    folder = cache / f"quickstart-{fingerprint_fn(train_df)}"
+    if (folder / "items.parquet").is_file():
+        return Factors.load(train_df.sparkSession, folder)
+    factors = Factors.of(fit_quickstart_baseline(train_df))
+    staged = cache / f".{folder.name}-{uuid.uuid4().hex}"  # renamed whole: a crash never leaves half a model
+    factors.save(staged)
+    try:
+        staged.rename(folder)
+    except OSError:  # another evaluate saved the same fit first
+        shutil.rmtree(staged, ignore_errors=True)
+    return factors
+
+
+def fingerprint_fn(train_df: DataFrame) -> str:
+    """A name for these (user, movie, rating) rows and the quick-start parameters: count and XOR of row hashes."""
+    row = train_df.agg(
+        F.count(F.lit(1)).alias("n"), F.bit_xor(F.xxhash64(USER, ITEM, F.col(RATING).cast("double"))).alias("x")
+    ).first()
+    params = hashlib.sha256(json.dumps(BASELINE_PARAMS, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{row['n']}-{(row['x'] or 0) & 0xFFFFFFFFFFFFFFFF:016x}-{params}"
 
 
 def popularity_top_k(train_df: DataFrame, users: DataFrame, k: int) -> DataFrame:

@@ -2,8 +2,9 @@
 
 Four models are scored in the same run: ``rating`` (bias + residual ALS, blended), ``ranking``
 (implicit ALS), ``baseline``, the recommenders quick-start configuration (explicit ALS rank 10,
-maxIter 15, regParam 0.05, seed 42) fitted on the same train rows, and ``popular``, each user's
-most rated unseen movies, so every run shows its gain over both.
+maxIter 15, regParam 0.05, seed 42) fitted on the same train rows (once per split: the fit is kept in
+``storage/baselines``), and ``popular``, each user's most rated unseen movies, so every run shows its gain
+over both.
 Top-k lists come from the same blocked top-k that writes the serving table, and the metrics are
 DataFrame code (:mod:`metrics`), so this runs on Spark Connect as on classic Spark. Metrics are
 appended to ``model_metrics``; seaborn plots go to ``storage/reports/<run_id>/`` when the
@@ -17,8 +18,9 @@ from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
-from movielens_als.columns import USER
+from movielens_als.columns import PREDICTION, USER
 from movielens_als.config import EVALUATE as DEFAULTS
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.faults import failpoint
@@ -26,8 +28,7 @@ from movielens_als.ids import utc_now
 from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import ensure_checkpoint_dir
-from movielens_als.ml.baselines import fit_quickstart_baseline, popularity_top_k
-from movielens_als.ml.factors import Factors
+from movielens_als.ml.baselines import popularity_top_k, quickstart_factors
 from movielens_als.ml.metrics import (
     coverage_novelty_fn,
     diversity_serendipity_fn,
@@ -96,9 +97,11 @@ def evaluate(
 
     # The baseline's explicit predictions rank the same way: top-k unseen by predicted rating.
     progress.update("model 3 of 4: quick-start baseline")
-    quick = fit_quickstart_baseline(train_df)
-    quick_pred = quick.transform(test)  # coldStartStrategy drop, as in the quick start
-    quick_top = model_top_k(Factors.of(quick), users, train_df, k).cache()
+    quick = quickstart_factors(train_df, Path(storage) / "baselines")
+    quick_pred = quick.transform(test).where(
+        F.col(PREDICTION).isNotNull()
+    )  # coldStartStrategy drop, as in the quick start
+    quick_top = model_top_k(quick, users, train_df, k).cache()
     results["baseline"] = {
         "rating": rating_group(quick_pred),
         **ranking_and_diversity(quick_top, test, train_df, k, diversity_users),
