@@ -6,7 +6,7 @@ Grid format (``--grid`` JSON; omitted keys keep the default grid's values; the r
     {"rating":  {"reg_user": [3, 5], "reg_item": [3, 5], "rank": [50, 100],
                  "reg_param": [0.12, 0.15], "max_iter": [20], "passes": [1, 3],
                  "knn_k": [100], "knn_power": [3.0]},
-     "ranking": {"rank": [64, 128], "reg_param": [0.1, 0.13], "alpha": [0.6, 1.0], "beta": [0, 0.1],
+     "ranking": {"rank": [64, 128], "reg_param": [0.1, 0.13], "alpha": [0.6, 1.0], "beta": [0, 2.3],
                  "max_iter": [10], "implicit_value": ["one", "rating"]},
      "k": 10, "seed": 42}
 """
