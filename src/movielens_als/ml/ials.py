@@ -48,11 +48,13 @@ _SOLVED = "id INT, features ARRAY<DOUBLE>"
 @dataclass
 class _Side:
     """One side's ratings in blocks: ``rows`` (block, id, others, values), one row per id; ``needs`` the distinct
-    (block, other) pairs, which of the other side's factors a block's rows read; ``count`` its ids."""
+    (block, other) pairs, which of the other side's factors a block's rows read; ``count`` its ids, ``positives``
+    its positive ratings."""
 
     rows: DataFrame
     needs: DataFrame
     count: int
+    positives: int
 
 
 def fit_ials(
@@ -72,8 +74,7 @@ def fit_ials(
     ratings = _ratings(df)
     users, items = _side(ratings, "u", "i", blocks), _side(ratings, "i", "u", blocks)
     try:
-        positives = users.rows.select(F.sum(F.size(F.filter("values", lambda v: v > 0)))).first()[0] or 0
-        user_beta, item_beta = beta_terms(beta, positives, users.count, items.count)
+        user_beta, item_beta = beta_terms(beta, users.positives, users.count, items.count)
         user_factors = _checkpoint(users.rows.select("id").mapInPandas(_initialiser(rank, seed), _SOLVED))
         for _ in range(max_iter):
             item_factors = _half_step(items, user_factors, rank, reg_param, alpha, item_beta)
@@ -107,7 +108,9 @@ def _side(ratings: DataFrame, key: str, other: str, blocks: int) -> _Side:
         .cache()
     )
     needs = _checkpoint(ratings.select(block, F.col(other).alias("id")).distinct())
-    return _Side(rows, needs, rows.count())
+    # One pass over the cached rows (it fills the cache) for both counts.
+    totals = rows.agg(F.count(F.lit(1)), F.sum(F.size(F.filter("values", lambda v: v > 0)))).first()
+    return _Side(rows, needs, totals[0], totals[1] or 0)
 
 
 def _half_step(side: _Side, other: DataFrame, rank: int, reg_param: float, alpha: float, beta_n: float) -> DataFrame:

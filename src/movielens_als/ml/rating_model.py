@@ -209,7 +209,7 @@ def _knn_block(movies: np.ndarray, indptr: np.ndarray, neighbour: np.ndarray, si
         residual_sum = np.bincount(slot, weights=rated["residual"].to_numpy(np.float64), minlength=len(keys))
         times = np.bincount(slot, minlength=len(keys)).astype(np.float64)
         row = np.minimum(np.searchsorted(movies, items), max(len(movies) - 1, 0))
-        listed = (row < len(movies)) & (movies[row] == items) if len(movies) else np.zeros(len(items), bool)
+        listed = (movies[row] == items) if len(movies) else np.zeros(len(items), bool)
         value = np.zeros(len(items))
         for start in range(0, len(items), _KNN_CHUNK):
             part = slice(start, start + _KNN_CHUNK)
