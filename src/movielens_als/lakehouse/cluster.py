@@ -32,6 +32,7 @@ from pathlib import Path
 import pyspark
 
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.lakehouse.java import ensure_java
 from movielens_als.lakehouse.spark import (
     CORES_ENV,
     EXECUTOR_MEMORY_ENV,
@@ -69,6 +70,7 @@ def standalone_cluster(
 ) -> Iterator[Cluster]:
     """A master and ``workers`` workers of ``cores`` cores and ``memory`` each; stopped when the block exits."""
     root = lakehouse_home(home) / "cluster"
+    ensure_java()  # the daemons and the executors they fork run the JAVA_HOME of this environment
     stop_leftovers(root)
     for sub in ("work", "tmp"):  # the last run's executors' files (Delta's jars, logs, shuffle): not kept
         shutil.rmtree(root / sub, ignore_errors=True)

@@ -28,18 +28,23 @@ computing, and C1 alone cuts the JVMs' CPU by about a quarter; long runs want C2
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sys
 import urllib.parse
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from movielens_als import interrupt
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.lakehouse.java import ensure_java
 from movielens_als.lakehouse.names import Namespace, validate_identifier
 
 HOME_ENV = "MOVIELENS_ALS_HOME"
@@ -83,9 +88,28 @@ def get_spark(
     if active is not None:
         return active
     master = os.environ.get(MASTER_ENV) or None
-    session = _builder(lakehouse_home(home), _cores(), app_name, master).getOrCreate()
+    with _first_start():
+        session = _builder(lakehouse_home(home), _cores(), app_name, master).getOrCreate()
     interrupt.install(session)
     return session
+
+
+@contextmanager
+def _first_start() -> Iterator[None]:
+    """Held while a JVM starts, until Delta's jars are in Ivy's cache: two processes resolving them at once (two
+    test workers on a new machine) write the same jar file, and one of them starts with a truncated jar."""
+    ivy = Path.home() / ".ivy2.5.2"  # Spark 4.0's default spark.jars.ivy
+    jar = ivy / "jars" / f"io.delta_delta-spark_2.13-{version('delta-spark')}.jar"
+    if jar.is_file():
+        yield
+        return
+    ivy.mkdir(parents=True, exist_ok=True)
+    with open(ivy / ".movielens-als.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _cores() -> int:
@@ -101,6 +125,7 @@ def _builder(home: Path, cores: int, app_name: str, master: str | None = None) -
     """``master``: a cluster URL; None runs ``local[cores]`` in this process."""
     from delta import configure_spark_with_delta_pip
 
+    ensure_java()
     home.mkdir(parents=True, exist_ok=True)
     # Python workers (threads' processes locally, executors' on a cluster) run the driver's interpreter, not
     # whatever python3 is first on PATH: the one that imports this package.
@@ -170,14 +195,15 @@ def _connect_session(remote: str, home: Path, app_name: str) -> SparkSession:
     # The classic builder refuses to start while SPARK_REMOTE is set; pyspark's own launcher hides it too.
     saved = os.environ.pop(REMOTE_ENV, None)
     try:
-        (
-            _builder(home, cores, app_name)  # always local: a cluster is for classic sessions (MOVIELENS_ALS_MASTER)
-            .config("spark.plugins", CONNECT_PLUGIN)
-            .config("spark.connect.grpc.binding.port", str(port))
-            .config("spark.sql.artifact.isolation.enabled", "true")
-            .config("spark.sql.artifact.isolation.alwaysApplyClassloader", "true")
-            .getOrCreate()
-        )
+        with _first_start():
+            (
+                _builder(home, cores, app_name)  # always local: a cluster is for classic sessions
+                .config("spark.plugins", CONNECT_PLUGIN)
+                .config("spark.connect.grpc.binding.port", str(port))
+                .config("spark.sql.artifact.isolation.enabled", "true")
+                .config("spark.sql.artifact.isolation.alwaysApplyClassloader", "true")
+                .getOrCreate()
+            )
     finally:
         if saved is not None:
             os.environ[REMOTE_ENV] = saved

@@ -14,8 +14,13 @@ from movielens_als.ml.metrics import (
     rating_metrics_fn,
     sample_users_fn,
 )
+from tests.optional import require
 
-evaluation = pytest.importorskip("recommenders.evaluation.spark_evaluation", reason="recommenders is the dev reference")
+
+@pytest.fixture(scope="module")
+def evaluation():
+    """recommenders' Spark evaluators: the reference these metrics are held to (a dev dependency)."""
+    return require("recommenders.evaluation.spark_evaluation", "the metrics' reference, in the dev extra")
 
 
 def test_ranking_metrics_hand_computed(spark):
@@ -36,7 +41,7 @@ def test_ranking_metrics_hand_computed(spark):
     assert m["map_at_k"] == pytest.approx((ap1 / 3 + (1 / 2) / 1) / 2)
 
 
-def test_ranking_metrics_match_recommenders(spark):
+def test_ranking_metrics_match_recommenders(spark, evaluation):
     top = spark.createDataFrame(
         [(1, 10, 1, 0.9), (1, 20, 2, 0.8), (1, 30, 3, 0.7), (2, 50, 1, 0.9), (2, 60, 2, 0.5), (2, 70, 3, 0.1)],
         "user_id INT, movie_id INT, rank INT, prediction DOUBLE",
@@ -67,7 +72,7 @@ def _random_ratings(seed: int, users: int, items: int, per_user: int):
     return rows
 
 
-def test_rating_metrics_match_recommenders(spark):
+def test_rating_metrics_match_recommenders(spark, evaluation):
     rng = np.random.default_rng(3)
     rows = [(u, i, float(r), float(r + rng.normal(0, 0.8))) for u, i, r in _random_ratings(1, 30, 40, 12)]
     df = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE, prediction DOUBLE")
@@ -98,7 +103,7 @@ def _train_and_reco(spark, users=25, items=60):
     )
 
 
-def test_diversity_metrics_match_recommenders_when_every_user_is_in_the_sample(spark):
+def test_diversity_metrics_match_recommenders_when_every_user_is_in_the_sample(spark, evaluation):
     train, reco = _train_and_reco(spark)
     ours = coverage_novelty_fn(train, reco) | diversity_serendipity_fn(train, reco, sample=1000)
     ev = evaluation.SparkDiversityEvaluation(train_df=train, reco_df=reco, col_user="user_id", col_item="movie_id")
@@ -106,7 +111,7 @@ def test_diversity_metrics_match_recommenders_when_every_user_is_in_the_sample(s
         assert ours[name] == pytest.approx(getattr(ev, name)(), abs=1e-9), name
 
 
-def test_sampled_diversity_is_recommenders_on_the_sampled_users(spark):
+def test_sampled_diversity_is_recommenders_on_the_sampled_users(spark, evaluation):
     train, reco = _train_and_reco(spark)
     sample = sample_users_fn(reco, 8)
     assert sample.count() == 8

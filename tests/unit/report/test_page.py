@@ -11,6 +11,7 @@ import pytest
 from movielens_als.report.charts import Series, chart_png, series_of
 from movielens_als.report.dashboard import load_dashboard
 from movielens_als.report.page import Header, Rows, render_report
+from tests.optional import require
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -157,7 +158,7 @@ def test_series_group_by_color_and_skip_nulls():
 
 
 def test_chart_png_draws_lines_over_dates_and_stacked_bars():
-    pytest.importorskip("matplotlib")
+    require("matplotlib", "the report's charts, in the evaluate extra")
     days = [
         Series("ranking", ((dt.datetime(2026, 1, 1), 0.4), (dt.datetime(2026, 1, 2), 0.5))),
         Series("popular", ((dt.datetime(2026, 1, 1), 0.2),)),

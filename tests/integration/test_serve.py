@@ -1,0 +1,106 @@
+"""`movielens-als serve` on the reference DAG's lakehouse, as a user starts it: MLflow's scoring server answers every
+known user as `user_recommendations` holds them, folds fresh ratings in, falls back to popular, refuses bad
+requests without a traceback, and stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from tests.reference import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(reference):
+    """(process, base URL) of `serve` on the reference's home."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "movielens_als.cli", "serve", "--home", str(reference.home), "--port", str(port)]
+    server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    assert server.poll() is None, server.stdout.read()
+    yield server, url
+    if server.poll() is None:
+        server.kill()
+
+
+def invoke(url: str, records) -> tuple[int, dict]:
+    body = json.dumps({"dataframe_records": records}).encode() if not isinstance(records, bytes) else records
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_endpoint_answers_every_known_user_as_user_recommendations_holds(spark, reference, served):
+    _, url = served
+    table = reference.table(spark, "user_recommendations").toPandas()
+    users = sorted(table["user_id"].unique().tolist())
+    assert len(users) == reference.table(spark, "ratings").select("user_id").distinct().count()
+    status, payload = invoke(url, [{"user_id": u, "n": 10} for u in users])
+    assert status == 200, payload
+    got = pd.DataFrame(payload["predictions"])
+    assert set(got["source"]) == {"personal"}
+    for position, user in enumerate(users):
+        mine = got[got["request"] == position].sort_values("rank")
+        theirs = table[table["user_id"] == user].sort_values("rank")
+        assert len(mine) == len(theirs) == 10, user
+        for a, b, sa, sb in zip(mine["movie_id"], theirs["movie_id"], mine["score"], theirs["score"], strict=True):
+            assert a == b or abs(sa - sb) <= 1e-6, (user, a, b, sa, sb)  # scores within 1e-6 may swap
+
+
+def test_the_endpoint_folds_in_fresh_ratings_falls_back_to_popular_and_survives_bad_requests(spark, reference, served):
+    _, url = served
+    ratings = reference.table(spark, "ratings")
+    user = ratings.groupBy("user_id").count().orderBy(F.desc("count"), "user_id").first()["user_id"]
+    popular = [r["movie_id"] for r in ratings.groupBy("movie_id").count().orderBy(F.desc("count"), "movie_id")
+               .limit(5).collect()]  # fmt: skip
+    fresh = {"movie_ids": popular, "ratings": [5, 5, 4, 5, 4], "n": 10}
+    status, payload = invoke(url, [{"user_id": user, "n": 10}, fresh, {**fresh, "user_id": user}, {"user_id": 99999}])
+    assert status == 200, payload
+    got = pd.DataFrame(payload["predictions"])
+    sources = got.groupby("request")["source"].first().to_dict()
+    assert sources == {0: "personal", 1: "folded", 2: "folded", 3: "popular"}
+    assert got.groupby("request").size().tolist() == [10, 10, 10, 10]
+    assert not set(got[got["request"] == 1]["movie_id"]) & set(popular)
+    assert set(got.columns) == {"request", "rank", "movie_id", "title", "score", "source"}
+    for body in (b"{not json", [{"user_id": 1.5}], [{"user_id": user, "n": 0}], [{"movie_ids": [1], "ratings": [9]}]):
+        status, payload = invoke(url, body)
+        assert 400 <= status < 500 and "Traceback" not in json.dumps(payload), payload
+    assert invoke(url, [{"user_id": user, "n": 3}])[0] == 200
+
+
+def test_serve_stops_cleanly_on_ctrl_c(served):
+    server, _ = served
+    server.send_signal(signal.SIGINT)
+    output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert "serving spark_catalog.movielens.movielens_als_recommender version 1 (champion)" in output
+    assert "Traceback" not in output, output
