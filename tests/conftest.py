@@ -22,7 +22,7 @@ time.tzset()
 # and Spark evaluates its plans without generating Java code for them. On rows counted in tens, compiling each new
 # plan's code costs more than running it: a tiny train 40 s -> 31 s, a tiny land 11 s -> 7.7 s. Interpreted
 # evaluation is the fallback Spark keeps equivalent to generated code (its own suites run both).
-os.environ.setdefault(JAVA_OPTIONS_ENV, "-XX:TieredStopAtLevel=1")
+os.environ.setdefault(JAVA_OPTIONS_ENV, "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m")
 TEST_SPARK_CONF = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 os.environ.setdefault(
     "PYSPARK_SUBMIT_ARGS", " ".join(f"--conf {k}={v}" for k, v in TEST_SPARK_CONF.items()) + " pyspark-shell"

@@ -1,15 +1,14 @@
-"""The DAG on a real Spark cluster: a standalone master and two 1-core workers on this machine, against local[N].
+"""The reference DAG on a real Spark cluster: a standalone master and two 1-core workers on this machine.
 
-On the cluster the executors are other JVMs with other Python workers, as on a Databricks job
-cluster, so whatever only worked because everything shared the driver's process fails here. Both
-runs are ``movielens-als run`` subprocesses on a small synthetic release with a tiny grid, one after
-the other; the cluster one must write the same splits, metrics within 1e-3 and the same top-10 for
-at least 99% of users, and leave no process behind.
+On the cluster the executors are other JVMs with other Python workers, as on a Databricks job cluster, so
+whatever only worked because everything shared the driver's process fails here. The run is ``movielens-als
+run`` as a subprocess on the reference release with the reference's parameters (:mod:`tests.reference`); it must
+write the reference's splits, its metrics within 1e-3 and the same top-10 for at least 99% of users, and leave
+no process behind.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -19,23 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
 
-from movielens_als.ingest.synth import synthesize
 from movielens_als.lakehouse.cluster import standalone_cluster
 from movielens_als.lakehouse.spark import CORES_ENV, EXECUTOR_MEMORY_ENV, MASTER_ENV
+from tests.reference import PARAMS, REPO, assert_metrics_agree, assert_same_splits, assert_same_top_n, read_table
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-GRID = json.dumps(
-    {
-        "rating": {"rank": [4], "reg_param": [0.1], "max_iter": [5], "passes": [1]},
-        "ranking": {"rank": [4], "reg_param": [0.1], "alpha": [0.3], "max_iter": [5]},
-    }
-)
-WORKERS, CORES = 2, 1
-SPLIT_COLUMNS = ["user_id", "movie_id", "rating", "rated_at", "protocol", "split", "seed"]
+WORKERS, CORES = 2, 1  # the cores of the reference's local[2]: ALS seeds its factors per block, and blocks per core
+WORKER_MEMORY = "768m"  # each worker's executor: the release is small, and four JVMs share the machine
 TASKS = ("land", "split", "train", "evaluate", "promote", "recommend", "publish")
 
 
@@ -46,41 +37,6 @@ class Run:
     seconds: float
     daemons: dict[int, str] = field(default_factory=dict)  # pid -> command line, master and workers
     under: dict[int, str] = field(default_factory=dict)  # processes seen under the daemons: executors, Python
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cluster_release")
-    synthesize(20_000, out, seed=3)
-    return out
-
-
-def dag(release: Path, home: Path, env: dict[str, str], watch=None) -> Run:
-    """``movielens-als run`` as a subprocess; ``watch`` is called about every second while it runs."""
-    cmd = [sys.executable, "-m", "movielens_als.cli", "run", "--source", str(release), "--home", str(home),
-           "--param", f"grid={GRID}"]  # fmt: skip
-    log = home / "run.out"
-    start = time.monotonic()
-    with open(log, "w") as out:  # a file, not a pipe: nothing reads it while the watcher polls
-        process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            while process.poll() is None:
-                if watch is not None:
-                    watch()
-                time.sleep(1)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    run = Run(home, log.read_text(), time.monotonic() - start)
-    assert process.returncode == 0, run.output[-6000:]
-    return run
-
-
-def base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in (MASTER_ENV, CORES_ENV, EXECUTOR_MEMORY_ENV, "SPARK_REMOTE")}
-    env.setdefault("MOVIELENS_ALS_DRIVER_MEMORY", "2g")
-    return env
 
 
 def processes() -> dict[int, tuple[int, str]]:
@@ -96,44 +52,44 @@ def processes() -> dict[int, tuple[int, str]]:
 
 
 @pytest.fixture(scope="module")
-def runs(release, tmp_path_factory) -> tuple[Run, Run]:
-    """The local run, then the cluster run; the cluster stops in the context manager's finally, whatever happens."""
+def remote(reference, tmp_path_factory) -> Run:
+    """`movielens-als run` on the cluster, watched about every second; the cluster stops in the context manager's
+    finally, whatever happens."""
     home = tmp_path_factory.mktemp("cluster_home")
-    # Started first, so its daemons' JVM start overlaps the local run: they idle until an application registers.
-    with standalone_cluster(home, workers=WORKERS, cores=CORES, memory="1g") as cluster:
-        # ALS seeds its factors per block: the local run gets as many task slots as the cluster, so the same blocks.
-        local_env = {**base_env(), CORES_ENV: str(cluster.cores)}
-        local = dag(release, tmp_path_factory.mktemp("local_home"), local_env)
+    env = {k: v for k, v in os.environ.items() if k not in (MASTER_ENV, CORES_ENV, EXECUTOR_MEMORY_ENV, "SPARK_REMOTE")}
+    cmd = [sys.executable, "-m", "movielens_als.cli", "run", "--source", str(reference.release), "--home", str(home)]
+    cmd += [arg for param in PARAMS for arg in ("--param", param)]
+    with standalone_cluster(home, workers=WORKERS, cores=CORES, memory=WORKER_MEMORY) as cluster:
         daemons = {p.pid: processes()[p.pid][1] for p in cluster.daemons}
         under: dict[int, str] = {}
+        log, start = home / "run.out", time.monotonic()
+        with open(log, "w") as out:  # a file, not a pipe: nothing reads it while the watcher polls
+            process = subprocess.Popen(cmd, cwd=REPO, env={**env, **cluster.env()}, stdout=out,
+                                       stderr=subprocess.STDOUT)  # fmt: skip
+            try:
+                while process.poll() is None:
+                    table, todo = processes(), list(daemons)
+                    while todo:
+                        parent = todo.pop()
+                        for pid, (ppid, args) in table.items():
+                            if ppid == parent:
+                                under[pid] = args
+                                todo.append(pid)
+                    time.sleep(1)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    run = Run(home, log.read_text(), time.monotonic() - start, daemons, under)
+    assert process.returncode == 0, run.output[-6000:]
+    print(f"\nDAG wall time on the cluster: {run.seconds:.1f}s")
+    return run
 
-        def watch() -> None:
-            table = processes()
-            todo = list(daemons)
-            while todo:
-                parent = todo.pop()
-                for pid, (ppid, args) in table.items():
-                    if ppid == parent:
-                        under[pid] = args
-                        todo.append(pid)
 
-        remote = dag(release, home, {**base_env(), **cluster.env()}, watch)
-    remote.daemons, remote.under = daemons, under
-    print(f"\nDAG wall time: local[{cluster.cores}] {local.seconds:.1f}s, cluster {remote.seconds:.1f}s")
-    return local, remote
-
-
-def table(spark, run: Run, name: str):
-    """A table a run wrote, by its Delta path (each process has its own catalog)."""
-    return spark.read.format("delta").load(str(run.home / "warehouse" / "movielens.db" / name))
-
-
-def test_the_dag_runs_with_executors_in_other_jvms_and_python_processes(runs):
-    local, remote = runs
-    for run in runs:
-        for task in TASKS:
-            assert f"] {task} " in run.output, run.output[-3000:]
-        assert "FAILED" not in run.output, run.output[-3000:]
+def test_the_dag_runs_with_executors_in_other_jvms_and_python_processes(remote):
+    for task in TASKS:
+        assert f"] {task} " in remote.output, remote.output[-3000:]
+    assert "FAILED" not in remote.output, remote.output[-3000:]
     executors = [args for args in remote.under.values() if "CoarseGrainedExecutorBackend" in args]
     # By executor id, not pid: a child the executor forks shows the executor's command line until it execs.
     ids = {re.search(r"--executor-id (\S+)", args).group(1) for args in executors}
@@ -144,39 +100,21 @@ def test_the_dag_runs_with_executors_in_other_jvms_and_python_processes(runs):
     assert len(list((remote.home / "cluster" / "work").glob("app-*/*/io.delta_delta-spark_*.jar"))) == WORKERS
 
 
-def test_no_cluster_process_is_left(runs):
-    _, remote = runs
+def test_no_cluster_process_is_left(remote):
     watched = {**remote.daemons, **remote.under}
     assert len(remote.daemons) == 1 + WORKERS
     alive = {pid: args for pid, (_, args) in processes().items() if watched.get(pid) == args}
     assert not alive
 
 
-def test_the_cluster_writes_the_same_splits(runs, spark):
-    local, remote = runs
-    ours, theirs = (table(spark, run, "splits").select(SPLIT_COLUMNS) for run in (local, remote))
-    assert ours.count() == theirs.count() == 20_000
-    assert ours.exceptAll(theirs).count() == 0 and theirs.exceptAll(ours).count() == 0
+def test_the_cluster_writes_the_reference_splits(spark, reference, remote):
+    assert_same_splits(reference.table(spark, "splits"), read_table(spark, remote.home, "splits"))
 
 
-def test_the_cluster_metrics_agree_within_1e3(runs, spark):
-    def metrics(run: Run) -> dict:
-        return {(r["model"], r["metric"], r["k"]): r["value"] for r in table(spark, run, "model_metrics").collect()}
-
-    ours, theirs = (metrics(run) for run in runs)
-    assert set(ours) == set(theirs) and len(ours) == 38
-    far = {key: (ours[key], theirs[key]) for key in ours if abs(ours[key] - theirs[key]) > 1e-3}
-    assert not far
+def test_the_cluster_metrics_agree_with_the_reference_within_1e3(spark, reference, remote):
+    assert_metrics_agree(reference.table(spark, "model_metrics"), read_table(spark, remote.home, "model_metrics"))
 
 
-def test_the_cluster_serves_the_same_top_10(runs, spark):
-    def lists(run: Run):
-        recommendations = table(spark, run, "user_recommendations")
-        return recommendations.groupBy("user_id").agg(F.sort_array(F.collect_list("movie_id")).alias("movies"))
-
-    ours, theirs = (lists(run) for run in runs)
-    joined = ours.join(theirs.withColumnRenamed("movies", "other"), "user_id", "full")
-    counts = joined.agg(F.count(F.lit(1)).alias("users"), F.count_if(F.col("movies") == F.col("other")).alias("same"))
-    row = counts.first()
-    assert row["users"] == ours.count() > 0
-    assert row["same"] >= 0.99 * row["users"]
+def test_the_cluster_serves_the_reference_top_10(spark, reference, remote):
+    ours = reference.table(spark, "user_recommendations")
+    assert_same_top_n(ours, read_table(spark, remote.home, "user_recommendations"))

@@ -54,6 +54,10 @@ def model_name(namespace: Namespace, kind: str) -> str:
     return f"{namespace.catalog}.{namespace.schema}.movielens_als_{kind}"
 
 
+# The MLflow stores the user chose (environment), as the process found them: not what an earlier configure set.
+_EXPLICIT = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
 def configure(home: str | os.PathLike | None = None, experiment: str | None = None) -> str:
     """Point MLflow at the workspace (Databricks) or the lakehouse's SQLite store; return the experiment id."""
     # Tasks print one line each: MLflow's artifact progress bars and INFO records drown them. Its warning
@@ -70,8 +74,14 @@ def configure(home: str | os.PathLike | None = None, experiment: str | None = No
         root = lakehouse_home(home)
         root.mkdir(parents=True, exist_ok=True)
         local = f"sqlite:///{root / 'mlflow.db'}"
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", local))
-        mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", mlflow.get_tracking_uri()))
+        tracking = _EXPLICIT["MLFLOW_TRACKING_URI"] or local
+        mlflow.set_tracking_uri(tracking)
+        mlflow.set_registry_uri(_EXPLICIT["MLFLOW_REGISTRY_URI"] or tracking)
+        # MLflow exports what it is given to the environment: a process this one starts (a CLI command with another
+        # --home) would take this home's store for a URI its user chose.
+        for name, value in _EXPLICIT.items():
+            if value is None:
+                os.environ.pop(name, None)
         # A workspace path (the bundle's experiment) names nothing in a local store.
         name = experiment if experiment and not experiment.startswith("/") else LOCAL_EXPERIMENT
         # A SQLite store would otherwise put artifacts in ./mlruns of whatever folder the command ran in.
