@@ -69,3 +69,24 @@ def movielens_100k() -> Path:
     if not value or not (Path(value) / "u.data").is_file():
         unavailable("MOVIELENS_100K is not set to an ml-100k folder; CI sets ../shared/datasets/ml-100k")
     return Path(value)
+
+
+# The files that run a DAG of their own (or build the shared reference DAG) are queued first, so that the two xdist
+# workers each start with one and neither gets two back to back: with `--dist loadgroup --no-loadscope-reorder`
+# (make test) worker 0 takes the 1st and 3rd, worker 1 the 2nd and 4th, then whichever is free takes the next.
+HEAVY_FIRST = (
+    "tests/integration/test_crash.py",  # builds the reference DAG, then fails every failpoint
+    "tests/integration/test_ml100k.py",  # the real ml-100k, needs no reference
+    "tests/integration/test_connect.py",
+    "tests/integration/test_cluster.py",
+    "tests/integration/test_kill.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per file (module fixtures run once), the heavy files first in ``HEAVY_FIRST``'s order."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import zipfile
 from pathlib import Path
 
@@ -125,3 +126,18 @@ def small_ratings(spark, n_users=12, n_items=6):
         if (u + i) % 3 != 0
     ]
     return spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP")
+
+
+JDK_TOOLS = {"java", "javac", "jar", "jshell", "keytool", "jcmd", "jps", "jstack", "jmap", "jinfo", "jstat", "jfr",
+             "jrunscript", "jdb", "javap", "jlink", "jwebserver"}  # fmt: skip
+
+
+def no_java_path(folder: Path) -> str:
+    """A PATH holding every command of this one but Java's: what a machine without Java looks like."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for entry in Path(directory).glob("*") if Path(directory).is_dir() else []:
+            link = folder / entry.name
+            if entry.name not in JDK_TOOLS and os.access(entry, os.X_OK) and not link.exists():
+                link.symlink_to(entry)
+    return str(folder)

