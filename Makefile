@@ -23,11 +23,11 @@ run-cluster: install
 	$(BIN)/python -m movielens_als.lakehouse.cluster --workers $(CLUSTER_WORKERS) --cores 1 --memory $(CLUSTER_MEMORY) \
 	  -- $(BIN)/movielens-als run $(SOURCE)
 
-# Two workers, one test file (an xdist group) each at a time; tests/conftest.py queues the files that run DAGs of
+# Two workers, one test file each at a time; tests/conftest.py queues the files that run DAGs of
 # their own first, alternating between the workers, in that order (--no-loadscope-reorder keeps it).
 PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)

@@ -72,8 +72,9 @@ def movielens_100k() -> Path:
 
 
 # The files that run a DAG of their own (or build the shared reference DAG) are queued first, so that the two xdist
-# workers each start with one and neither gets two back to back: with `--dist loadgroup --no-loadscope-reorder`
-# (make test) worker 0 takes the 1st and 3rd, worker 1 the 2nd and 4th, then whichever is free takes the next.
+# workers each start with one and neither gets two back to back: with `--dist loadfile --no-loadscope-reorder`
+# (make test) a file is one unit of work, worker 0 takes the 1st and 3rd, worker 1 the 2nd and 4th, then whichever
+# is free takes the next. (xdist 3.8's loadgroup names groups in a node id field pytest 9 no longer reads.)
 HEAVY_FIRST = (
     "tests/integration/test_crash.py",  # builds the reference DAG, then fails every failpoint
     "tests/integration/test_ml100k.py",  # the real ml-100k, needs no reference
@@ -84,9 +85,6 @@ HEAVY_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    """One xdist group per file (module fixtures run once), the heavy files first in ``HEAVY_FIRST``'s order."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    """The heavy files first, in ``HEAVY_FIRST``'s order; every other file keeps its place after them."""
     rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
