@@ -8,23 +8,20 @@ The loss, over every (user, item) pair::
 
 with ``p_ui = 1, c_ui = 1 + alpha |r_ui|`` for a positive rating and ``c_ui = 1`` elsewhere; ``n_u`` counts
 ``u``'s positive ratings and ``mean_n_users`` is their mean over users. Each half-step solves, for every user
-(items first, as Spark does)::
+(items first, as Spark does), the system of :mod:`.implicit`. ``beta = 0`` is Spark's implicit ALS-WR; Spark has
+no place for the ``beta`` term, hence this solver. The paper writes that term ``beta' N_items``; ``beta' = beta *
+density`` is the same loss, but a fixed ``beta'`` regularises sparser data ever harder (at 5M ratings, ``beta'`` 0.1
+ranks like popularity), while ``beta`` keeps its meaning from ml-100k to ml-25m.
 
-    (Y'Y + sum_{i in I_u} alpha |r_ui| y_i y_i' + lambda (n_u + beta mean_n_users) I) x_u
-        = sum_{i in I_u} (1 + alpha r_ui) y_i
-
-``beta = 0`` is Spark's implicit ALS-WR; Spark has no place for the ``beta`` term, hence this solver. The paper
-writes that term ``beta' N_items``; ``beta' = beta * density`` is the same loss, but a fixed ``beta'`` regularises
-sparser data ever harder (at 5M ratings, ``beta'`` 0.1 ranks like popularity), while ``beta`` keeps its meaning
-from ml-100k to ml-25m: each user is shrunk as if it had ``beta`` times the mean user's ratings more.
-
-Scaling: the ratings are grouped once per side into blocks (one row per user: its items and values), hash
-partitioned by block and cached: a cached frame keeps its partitioning (a checkpointed one does not), so the
-half-steps never shuffle the ratings again. A half-step ships each block only the other side's factors its rows
-touch (the distinct (block, other id) pairs, also computed once: at most blocks x ids rows), sums the Gram ``Y'Y``
-per partition (rank x rank to the driver), and solves each block's rows in one pandas call (a cogroup of the
-block's rows and its shipped factors). No ratings-sized collect, no users x items product; the factors are
-checkpointed every half-step so the lineage stays one step deep however many iterations run.
+Scaling, as Spark's own ALS does it: each side's ratings are grouped once into rows (one per id: what it rated and
+the values), in ``B`` blocks, ``block = id mod B``, and block ``b`` is partition ``b``: the rows are hash
+partitioned on a key chosen per block so that Spark's partitioner sends it to its own partition (a block number
+hashed again would share partitions and leave cores idle), then cached. A half-step is one shuffle: the task that
+solved a block ships each solved factor (float32, as Spark keeps them) to the other side's blocks whose rows
+rated it, with the block's partial ``Y'Y``, and the next half-step's task of each block receives exactly what its
+rows read. No ratings-sized collect, no users x items product, nothing to the driver between half-steps; each
+half-step's output is checkpointed (one Spark job), so the lineage stays one step deep however many iterations
+run. ``start``: factors to begin from (a warm start, e.g. the refit from the tuning fit's users).
 """
 
 from __future__ import annotations
@@ -34,25 +31,26 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from movielens_als.columns import ITEM, USER
 from movielens_als.ml.als import als_blocks
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.implicit import beta_terms, gram, initial_factors, solve_rows
 
-SOLVE_CHUNK = 1024  # rows per stacked solve: 1024 rank-64 systems are 32 MB of float64
-_SOLVED = "id INT, features ARRAY<DOUBLE>"
+# A half-step's output rows: a factor shipped to block ``pkey`` of the other side, a partial Y'Y (id GRAM) shipped
+# there, or a final factor (pkey PLAIN).
+_OUT = "pkey INT, id INT, features ARRAY<FLOAT>, gram ARRAY<DOUBLE>"
+GRAM, PLAIN = -1, -1
 
 
 @dataclass
 class _Side:
-    """One side's ratings in blocks: ``rows`` (block, id, others, values), one row per id; ``needs`` the distinct
-    (block, other) pairs, which of the other side's factors a block's rows read; ``count`` its ids, ``positives``
-    its positive ratings."""
+    """One side's ratings: ``rows`` (pkey, id, others, values), one row per id, partition ``b`` holding block
+    ``b``; ``count`` its ids, ``positives`` its positive ratings."""
 
     rows: DataFrame
-    needs: DataFrame
     count: int
     positives: int
 
@@ -66,29 +64,47 @@ def fit_ials(
     max_iter: int,
     seed: int,
     blocks: int | None = None,
+    start: Factors | None = None,
 ) -> Factors:
     """Implicit ALS on ``df`` (user_id, movie_id, value) with regulariser ``reg_param * (n + beta * mean n)``."""
     if max_iter < 1:
         raise ValueError(f"fit_ials needs max_iter >= 1, got {max_iter}")
-    blocks = blocks or max(2, als_blocks(df.sparkSession))
+    spark = df.sparkSession
+    blocks = blocks or max(2, als_blocks(spark))
+    keys = partition_keys(spark, blocks)
     ratings = _ratings(df)
-    users, items = _side(ratings, "u", "i", blocks), _side(ratings, "i", "u", blocks)
+    users, items = _side(ratings, "u", "i", keys), _side(ratings, "i", "u", keys)
     try:
         user_beta, item_beta = beta_terms(beta, users.positives, users.count, items.count)
-        user_factors = _checkpoint(users.rows.select("id").mapInPandas(_initialiser(rank, seed), _SOLVED))
-        for _ in range(max_iter):
-            item_factors = _half_step(items, user_factors, rank, reg_param, alpha, item_beta)
-            user_factors = _half_step(users, item_factors, rank, reg_param, alpha, user_beta)
+        shipped = _checkpoint(_initial(users, start, rank, seed, keys))
+        for i in range(max_iter):
+            last = i == max_iter - 1
+            item_out = _half_step(items, shipped, keys, reg_param, alpha, item_beta, ship=True, final=last)
+            shipped = _half_step(users, item_out, keys, reg_param, alpha, user_beta, ship=not last, final=last)
     finally:
         users.rows.unpersist()
         items.rows.unpersist()
-    features = F.col("features").cast("array<float>")  # what Spark's ALSModel factors hold
-    return Factors(user_factors.select("id", features.alias("features")), item_factors.select("id", features))
+    return Factors(_final(shipped), _final(item_out))
 
 
-def beta_terms(beta: float, positives: int, users: int, items: int) -> tuple[float, float]:
-    """(user, item) ``beta * mean positive ratings`` of each side: what a half-step adds to ``n`` on the diagonal."""
-    return beta * positives / max(users, 1), beta * positives / max(items, 1)
+_KEYS: dict[int, tuple[int, ...]] = {}
+
+
+def partition_keys(spark: SparkSession, blocks: int) -> tuple[int, ...]:
+    """For each block ``b``, an int that Spark's hash partitioner (``pmod(hash(key), blocks)``) sends to partition
+    ``b``: the smallest such. Asked of Spark once per block count (its Murmur3, not a copy of it)."""
+    if blocks not in _KEYS:
+        key = F.col("id").cast("int")
+        found = (
+            spark.range(64 * blocks)
+            .select(key.alias("key"), F.pmod(F.hash(key), F.lit(blocks)).alias("part"))
+            .groupBy("part")
+            .agg(F.min("key").alias("key"))
+            .collect()
+        )
+        by_part = {r["part"]: r["key"] for r in found}
+        _KEYS[blocks] = tuple(by_part[b] for b in range(blocks))
+    return _KEYS[blocks]
 
 
 def _ratings(df: DataFrame) -> DataFrame:
@@ -97,34 +113,28 @@ def _ratings(df: DataFrame) -> DataFrame:
     )
 
 
-def _side(ratings: DataFrame, key: str, other: str, blocks: int) -> _Side:
-    block = F.pmod(F.hash(key), F.lit(blocks)).alias("block")
+def _pkey(id_col, keys: tuple[int, ...]):
+    """The partition key of an id's block (``id mod B``)."""
+    return F.element_at(F.array(*[F.lit(k) for k in keys]), F.pmod(id_col, F.lit(len(keys))) + 1)
+
+
+def _side(ratings: DataFrame, key: str, other: str, keys: tuple[int, ...]) -> _Side:
     pairs = F.sort_array(F.collect_list(F.struct(other, "v")))  # sorted: the same row whatever the shuffle order
     rows = (
         ratings.groupBy(key)
         .agg(pairs.alias("p"))
-        .select(block, F.col(key).alias("id"), F.col(f"p.{other}").alias("others"), F.col("p.v").alias("values"))
-        .repartition(blocks, "block")
+        .select(
+            _pkey(F.col(key), keys).alias("pkey"),
+            F.col(key).alias("id"),
+            F.col(f"p.{other}").alias("others"),
+            F.col("p.v").alias("values"),
+        )
+        .repartition(len(keys), "pkey")
         .cache()
     )
-    needs = _checkpoint(ratings.select(block, F.col(other).alias("id")).distinct())
     # One pass over the cached rows (it fills the cache) for both counts.
     totals = rows.agg(F.count(F.lit(1)), F.sum(F.size(F.filter("values", lambda v: v > 0)))).first()
-    return _Side(rows, needs, totals[0], totals[1] or 0)
-
-
-def _half_step(side: _Side, other: DataFrame, rank: int, reg_param: float, alpha: float, beta_n: float) -> DataFrame:
-    """``side``'s factors solved against the ``other`` side's current ones."""
-    return _checkpoint(_solved(side, other, _gram(other, rank), reg_param, alpha, beta_n))
-
-
-def _solved(side: _Side, other: DataFrame, gram: np.ndarray, reg_param: float, alpha: float, beta_n: float):
-    shipped = side.needs.join(other, "id")
-    return (
-        side.rows.groupBy("block")
-        .cogroup(shipped.groupBy("block"))
-        .applyInPandas(_solver(gram, reg_param, alpha, beta_n), _SOLVED)
-    )
+    return _Side(rows, totals[0], totals[1] or 0)
 
 
 def _checkpoint(df: DataFrame) -> DataFrame:
@@ -133,85 +143,102 @@ def _checkpoint(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
-def _gram(factors: DataFrame, rank: int) -> np.ndarray:
-    """``Y'Y`` over every row of ``factors``: one partial sum per partition, summed on the driver."""
+def _final(out: DataFrame) -> DataFrame:
+    """The final factors among a half-step's output, as Spark's ALSModel holds them."""
+    return out.where(F.col("pkey") == PLAIN).select("id", F.col("features").cast("array<float>"))
 
-    def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        total = np.zeros((rank, rank))
+
+def _initial(users: _Side, start: Factors | None, rank: int, seed: int, keys: tuple[int, ...]) -> DataFrame:
+    """The users' first factors shipped to the item blocks: ``start``'s where it has the user, else
+    :func:`initial_factors`."""
+    rows = users.rows.select("id", "others")
+    if start is not None:
+        rows = rows.join(start.users.select("id", F.col("features").alias("start")), "id", "left")
+    else:
+        rows = rows.withColumn("start", F.lit(None).cast("array<float>"))
+
+    def init(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            if len(batch):
-                y = np.stack(batch["features"].to_numpy())
-                total += y.T @ y
-        yield pd.DataFrame({"gram": [total.ravel()]})
+            ids = batch["id"].to_numpy()
+            factors = initial_factors(ids, rank, seed)
+            given = batch["start"].notna().to_numpy()
+            if given.any():
+                factors[given] = np.stack(batch["start"].to_numpy()[given])
+            yield _emitted(ids, factors, batch["others"].to_numpy(), keys, ship=True, final=False)
 
-    parts = factors.select("features").mapInPandas(partial, "gram ARRAY<DOUBLE>").toArrow()
-    sums = [np.asarray(p, dtype=np.float64) for p in parts["gram"].to_pylist()]
-    return np.sum(sums, axis=0).reshape(rank, rank) if sums else np.zeros((rank, rank))
+    return rows.mapInPandas(init, _OUT)
 
 
-def _solver(gram: np.ndarray, reg_param: float, alpha: float, beta_n: float):
-    """The pandas function solving one block: its rows against the factors shipped to it."""
+def _half_step(
+    side: _Side,
+    other_out: DataFrame,
+    keys: tuple[int, ...],
+    reg_param: float,
+    alpha: float,
+    beta_n: float,
+    *,
+    ship: bool,
+    final: bool,
+) -> DataFrame:
+    """``side``'s factors solved against what the other side's last half-step shipped to its blocks."""
+    shipped = other_out.where(F.col("pkey") >= 0).repartition(len(keys), "pkey")  # the half-step's one shuffle
+    solve = _solver(keys, reg_param, alpha, beta_n, ship, final)
+    solved = side.rows.groupBy("pkey").cogroup(shipped.groupBy("pkey")).applyInPandas(solve, _OUT)
+    return _checkpoint(solved)
+
+
+def _solver(keys: tuple[int, ...], reg_param: float, alpha: float, beta_n: float, ship: bool, final: bool):
+    """The pandas function of one block: its rows against the factors and partial Grams shipped to it."""
 
     def solve(rows: pd.DataFrame, shipped: pd.DataFrame) -> pd.DataFrame:
         if rows.empty:
-            return pd.DataFrame({"id": pd.Series([], dtype="int32"), "features": pd.Series([], dtype=object)})
-        order = np.argsort(shipped["id"].to_numpy())
-        ids = shipped["id"].to_numpy()[order]
-        factors = np.stack(shipped["features"].to_numpy())[order]
-        out = []
-        others, values = rows["others"].to_numpy(), rows["values"].to_numpy()
-        for start in range(0, len(rows), SOLVE_CHUNK):
-            chunk = range(start, min(start + SOLVE_CHUNK, len(rows)))
-            a = np.empty((len(chunk), *gram.shape))
-            b = np.empty((len(chunk), gram.shape[0]))
-            for k, row in enumerate(chunk):
-                y = factors[np.searchsorted(ids, others[row])]
-                a[k], b[k] = normal_equations(gram, y, values[row], alpha, reg_param, beta_n)
-            out.extend(np.linalg.solve(a, b[..., None])[..., 0])
-        return pd.DataFrame({"id": rows["id"].to_numpy(), "features": out})
+            return _emitted(np.empty(0, np.int32), np.empty((0, 0)), np.empty(0, object), keys, False, False)
+        grams = shipped["gram"].notna().to_numpy()
+        shared = np.sum(np.stack(shipped["gram"].to_numpy()[grams]), axis=0)
+        rank = int(round(np.sqrt(shared.size)))
+        shared = shared.reshape(rank, rank)
+        factors_of = shipped[~grams]
+        order = np.argsort(factors_of["id"].to_numpy(), kind="stable")
+        ids = factors_of["id"].to_numpy()[order]
+        factors = np.stack(factors_of["features"].to_numpy()[order]).astype(np.float64)
+        others = rows["others"].to_numpy()
+        positions = [np.searchsorted(ids, o) for o in others]
+        solved = solve_rows(shared, factors, positions, list(rows["values"].to_numpy()), alpha, reg_param, beta_n)
+        return _emitted(rows["id"].to_numpy(), solved, others, keys, ship, final)
 
     return solve
 
 
-def normal_equations(
-    gram: np.ndarray, y: np.ndarray, values: np.ndarray, alpha: float, reg_param: float, beta_n: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(A, b) of one id's least squares against the factors ``y`` of what it rated with ``values``:
-    Spark's implicit update (``ALS.computeFactors``) plus ``reg_param * beta_n`` on the diagonal."""
-    values = np.asarray(values, dtype=np.float64)
-    c1 = alpha * np.abs(values)
-    positive = values > 0
-    a = gram + (y * c1[:, None]).T @ y
-    a[np.diag_indices_from(a)] += reg_param * (positive.sum() + beta_n)
-    return a, np.where(positive, 1.0 + c1, 0.0) @ y
+def _emitted(
+    ids: np.ndarray, factors: np.ndarray, others: np.ndarray, keys: tuple[int, ...], ship: bool, final: bool
+) -> pd.DataFrame:
+    """A block's output rows (``_OUT``): with ``ship``, each factor once per other-side block that rated it and the
+    block's partial Y'Y once per block; with ``final``, each factor once as a plain row."""
+    blocks = len(keys)
+    parts = []
+    if ship and len(ids):
+        lengths = np.fromiter((len(o) for o in others), dtype=np.int64, count=len(others))
+        row = np.repeat(np.arange(len(ids)), lengths)
+        block = np.concatenate(others).astype(np.int64) % blocks
+        pair = np.unique(row * blocks + block)  # each (factor, destination block) once
+        row, block = pair // blocks, pair % blocks
+        parts.append(_rows(np.asarray(keys)[block], ids[row], factors[row], None))
+        partial = gram(factors).ravel()
+        parts.append(_rows(np.asarray(keys), np.full(blocks, GRAM), None, [partial] * blocks))
+    if final and len(ids):
+        parts.append(_rows(np.full(len(ids), PLAIN), ids, factors, None))
+    if not parts:
+        return _rows(np.empty(0, np.int32), np.empty(0, np.int32), np.empty((0, 0)), None)
+    return pd.concat(parts, ignore_index=True)
 
 
-def _initialiser(rank: int, seed: int):
-    def init(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            ids = batch["id"].to_numpy()
-            yield pd.DataFrame({"id": ids, "features": list(initial_factors(ids, rank, seed))})
-
-    return init
-
-
-def initial_factors(ids: np.ndarray, rank: int, seed: int) -> np.ndarray:
-    """Unit vectors of standard normals, as Spark initialises ALS, but a function of (seed, id) alone: the same
-    start whatever the partitioning, the block count or the order of ``ids``."""
-    key = _splitmix(np.array([seed], dtype=np.int64).astype(np.uint64))
-    streams = _splitmix(key ^ np.asarray(ids, dtype=np.int64).astype(np.uint64))[:, None]
-    bits = _splitmix(streams + np.arange(2 * rank, dtype=np.uint64) * _GOLDEN)
-    uniform = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53  # in (0, 1): log is finite
-    normal = np.sqrt(-2.0 * np.log(uniform[:, :rank])) * np.cos(2.0 * np.pi * uniform[:, rank:])  # Box-Muller
-    return normal / np.linalg.norm(normal, axis=1, keepdims=True)
-
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _splitmix(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser, elementwise on uint64 (wrapping arithmetic): a counter-based random stream."""
-    z = z + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+def _rows(pkey: np.ndarray, ids: np.ndarray, factors: np.ndarray | None, grams: list | None) -> pd.DataFrame:
+    n = len(ids)
+    return pd.DataFrame(
+        {
+            "pkey": np.asarray(pkey, dtype=np.int32),
+            "id": np.asarray(ids, dtype=np.int32),
+            "features": pd.Series([None] * n if factors is None else list(factors.astype(np.float32)), dtype=object),
+            "gram": pd.Series([None] * n if grams is None else grams, dtype=object),
+        }
+    )

@@ -21,10 +21,9 @@ from pyspark.sql import functions as F
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.config import RECOMMEND
 from movielens_als.ml.factors import Factors, write_parquet
-from movielens_als.ml.ials import beta_terms
+from movielens_als.ml.implicit import beta_terms, gram
 from movielens_als.ml.popular import ALL_GENRES, popular_movies_fn
 from movielens_als.ml.ranking_model import implicit_frame
-from movielens_als.serving.foldin import gram
 
 
 def recommender_params(ranking_params: dict, run_id: str) -> dict:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 
 from movielens_als.ml.als import als_estimator
 from movielens_als.ml.factors import Factors
-from movielens_als.ml.ials import _ratings, _side, _solved, fit_ials, initial_factors
+from movielens_als.ml.ials import _half_step, _initial, _ratings, _side, fit_ials, partition_keys
+from movielens_als.ml.implicit import initial_factors
 
 RANK, REG, ALPHA = 4, 0.1, 0.6
 
@@ -94,11 +96,28 @@ def test_fit_ials_is_the_dense_reference(spark, beta, blocks):
     assert model.users.schema.simpleString() == "struct<id:int,features:array<float>>"
 
 
-def test_loss_decreases_every_iteration():
+def test_loss_of_fit_ials_decreases_every_iteration(spark):
     rows = _rows()
-    _, _, r = _dense(rows)
-    losses = [_loss(*_reference(rows, 0.5, iters, seed=11), r, 0.5) for iters in (1, 2, 3, 4)]
+    users, items, r = _dense(rows)
+    df = _frame(spark, rows)
+    losses = []
+    for iters in (1, 2, 3, 4):
+        model = fit_ials(df, RANK, REG, ALPHA, 0.5, max_iter=iters, seed=11, blocks=2)
+        losses.append(_loss(*_matrices(model, users, items), r, 0.5))
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+
+
+def test_a_warm_start_begins_from_the_given_factors(spark):
+    rows = _rows()
+    users, items, r = _dense(rows)
+    df = _frame(spark, rows)
+    first = fit_ials(df, RANK, REG, ALPHA, 0.5, max_iter=3, seed=11, blocks=2)
+    # Three more iterations from the first fit's users are six from the start: the same alternating updates.
+    warm = fit_ials(df, RANK, REG, ALPHA, 0.5, max_iter=3, seed=99, blocks=3, start=first)
+    x, y = _matrices(warm, users, items)
+    ref_x, ref_y = _reference(rows, 0.5, 6, seed=11)
+    np.testing.assert_allclose(x, ref_x, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(y, ref_y, rtol=0, atol=1e-4)
 
 
 def test_a_single_rating_user_gets_a_finite_factor(spark):
@@ -135,19 +154,32 @@ def test_beta_zero_is_as_good_as_sparks_implicit_als(spark):
     assert np.mean(correlation) >= 0.95, correlation
 
 
-def test_a_half_step_moves_no_ratings_between_partitions(spark):
-    """The blocks are partitioned once: a half-step shuffles only the factors it ships, never the ratings."""
-    users = _side(_ratings(_frame(spark, _rows())), "u", "i", 2)
-    items = spark.createDataFrame([(m, [1.0] * RANK) for _, m, _ in _rows()], "id INT, features ARRAY<DOUBLE>")
+def test_two_blocks_are_two_partitions_and_a_half_step_solves_in_both(spark):
+    """On local[2] a fit has two blocks: each is a partition of its own (hashing a block number again sent every id
+    of 2 blocks to one partition), a half-step's solve runs two tasks with rows in both, and it shuffles only what
+    it ships: the cached rows reach the solve without an exchange."""
+    previous = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", "4")  # what a 2-core session has: 2 x cores
+    keys = partition_keys(spark, 2)
+    ratings = _ratings(_frame(spark, _rows()))
+    users, items = _side(ratings, "u", "i", keys), _side(ratings, "i", "u", keys)
     try:
-        plan = _solved(users, items, np.eye(RANK), REG, ALPHA, 0.0)._jdf.queryExecution().executedPlan()
-        cogroup = plan.executedPlan()
+        placed = users.rows.select(F.spark_partition_id().alias("part"), "pkey").distinct().collect()
+        assert sorted((r["part"], r["pkey"]) for r in placed) == [(0, keys[0]), (1, keys[1])]
+        solved = _half_step(items, _initial(users, None, RANK, 1, keys), keys, REG, ALPHA, 0.0, ship=True, final=True)
+        per_task = solved.where("pkey = -1").groupBy(F.spark_partition_id().alias("part")).count().collect()
+        assert len(per_task) == 2 and all(r["count"] > 0 for r in per_task)
+        shipped = _initial(users, None, RANK, 1, keys).where("pkey >= 0").repartition(2, "pkey")
+        query = items.rows.groupBy("pkey").cogroup(shipped.groupBy("pkey"))
+        plan = query.applyInPandas(lambda a, b: a, items.rows.schema)._jdf.queryExecution().executedPlan()
+        cogroup = plan.executedPlan() if plan.nodeName() == "AdaptiveSparkPlan" else plan
         assert cogroup.nodeName() == "FlatMapCoGroupsInPandas"
-        # The cached blocks' own plan (its one shuffle) is not a child: it ran once, when they were cached.
         assert _node_names(cogroup.left()) == ["Sort", "InMemoryTableScan"]
-        assert "Exchange" in _node_names(cogroup.right())
+        assert _node_names(cogroup.right()).count("Exchange") == 1
     finally:
         users.rows.unpersist()
+        items.rows.unpersist()
+        spark.conf.set("spark.sql.shuffle.partitions", previous)
 
 
 def _node_names(node) -> list[str]:

@@ -8,8 +8,9 @@ import pytest
 
 from movielens_als.ml.als import als_estimator
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.implicit import gram
 from movielens_als.ml.ranking_model import fit_ranking_model, implicit_frame
-from movielens_als.serving.foldin import fold_in, gram, top_n
+from movielens_als.serving.foldin import fold_in, top_n
 
 
 def _ratings(spark, seed=7, users=60, movies=40):
