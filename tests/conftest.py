@@ -76,8 +76,9 @@ def movielens_100k() -> Path:
 # (make test) a file is one unit of work, worker 0 takes the 1st and 3rd, worker 1 the 2nd and 4th, then whichever
 # is free takes the next. (xdist 3.8's loadgroup names groups in a node id field pytest 9 no longer reads.)
 HEAVY_FIRST = (
-    "tests/integration/test_crash.py",  # builds the reference DAG, then fails every failpoint
+    "tests/integration/test_reference.py",  # builds the reference DAG the next ones compare with
     "tests/integration/test_ml100k.py",  # the real ml-100k, needs no reference
+    "tests/integration/test_crash.py",
     "tests/integration/test_connect.py",
     "tests/integration/test_cluster.py",
     "tests/integration/test_kill.py",

@@ -75,7 +75,9 @@ def test_a_deliberately_bad_run_is_refused_and_the_served_rows_stay(spark, lande
     namespace, storage = landed_ml100k.namespace, landed_ml100k.storage
     champion = registry.version_by_alias(namespace, "ranking", registry.CHAMPION)
     served = tables.table_version(spark, namespace, "user_recommendations")
-    bad = {"rating": {"rank": [1], "max_iter": [1], "passes": [1]}, "ranking": {"rank": [1], "max_iter": [1]}}
+    # One point per model (the default grid searches four ranking regularisers): rank 1, one iteration.
+    bad = {"rating": {"rank": [1], "max_iter": [1], "passes": [1]},
+           "ranking": {"rank": [1], "reg_param": [0.1], "max_iter": [1]}}  # fmt: skip
     run_id = train(spark, namespace, storage, grid=bad).details["run_id"]
     evaluate(spark, namespace, storage, run_id=run_id, k=10)
     decision = promote(spark, namespace, run_id=run_id)
