@@ -119,7 +119,16 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
     if args.command == "train":
         from movielens_als.tasks.train import train
 
-        return train(spark, namespace, storage, protocol=args.protocol, run_id=args.run_id, grid=args.grid)
+        return train(
+            spark,
+            namespace,
+            storage,
+            protocol=args.protocol,
+            run_id=args.run_id,
+            grid=args.grid,
+            tune=args.tune,
+            retune_fraction=args.retune_fraction,
+        )
     if args.command == "evaluate":
         from movielens_als.tasks.evaluate import evaluate
 

@@ -56,6 +56,7 @@ PROTOCOLS = {
     "chrono": Protocol("chrono", "chrono", None, "user_id"),
 }
 SQL_FORMATS = ("table", "json", "csv")
+TUNE_MODES = ("auto", "always", "never")  # train --tune
 WORKLOAD_SIZES = ("Small", "Medium", "Large")  # Model Serving's CPU sizes: up to 4, 16 and 64 concurrent requests
 
 
@@ -95,6 +96,16 @@ class Train:
     protocol: str = option("benchmark", "split protocol trained on", choices=tuple(PROTOCOLS), variable="protocol")
     run_id: str | None = option(None, "id for this training run (default: generated)")
     grid: str | None = option(None, "hyperparameter grid as JSON (default: the built-in grid)", variable="als_grid")
+    tune: str = option(
+        "auto",
+        "search the grid always, never (fit the champion's hyperparameters), or auto: when there is no champion, "
+        "its grid or protocol differ, or more than --retune-fraction of the ratings changed since its tuning",
+        choices=TUNE_MODES,
+        variable="tune",
+    )
+    retune_fraction: float = option(
+        0.05, "--tune auto searches again when more than this fraction of ratings changed", variable="retune_fraction"
+    )
     experiment: str | None = option(None, "MLflow experiment (default: movielens_als; on Databricks the bundle's)")
 
 

@@ -38,6 +38,8 @@ TRAINING_RUNS = TableSpec(
         Column("rating_hyperparams", "STRING", "JSON: rating model hyperparameters chosen by validation RMSE"),
         Column("ranking_hyperparams", "STRING", "JSON: ranking model hyperparameters chosen by validation nDCG@10"),
         Column("ratings_version", "BIGINT", "Delta version of the ratings table when training started"),
+        Column("tuned_by", "STRING", "Run whose validation search chose the hyperparameters (its own id if it tuned)"),
+        Column("tuning", "STRING", "Why the run searched the grid or reused the champion's choice (--tune)"),
         Column("mlflow_run_id", "STRING", "MLflow run holding the parameters, scores and logged models"),
         Column("rating_model_version", "BIGINT", "Registered version of <catalog>.<schema>.movielens_als_rating"),
         Column("ranking_model_version", "BIGINT", "Registered version of <catalog>.<schema>.movielens_als_ranking"),

@@ -157,3 +157,26 @@ def test_promote_first_run_then_a_refused_challenger_keeps_the_champion_until_fo
     assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).version == champion.version
     decisions = [r["decision"] for r in spark.table(namespace.table("promotions")).orderBy("decided_at").collect()]
     assert decisions == ["first", "promoted", "refused", "forced"]
+
+
+def test_a_train_after_promotion_fits_once_with_the_champions_hyperparameters_and_says_whose(spark, trained_in):
+    namespace, storage, run_id, _ = trained_in
+    promote(spark, namespace, run_id=run_id, k=3, force=True)  # the champion, whatever the tests before did
+    result = train(spark, namespace, storage, run_id="r_nightly", grid=GRID)  # --tune auto: same grid and ratings
+    runs = {r["run_id"]: r for r in spark.table(namespace.table("training_runs")).collect()}
+    nightly, tuned = runs["r_nightly"], runs[run_id]
+    version = tuned["ratings_version"]
+    reason = f"hyperparameters reused from run {run_id} (0.00% of ratings changed since run {run_id} tuned on version"
+    assert result.details["tuning"] == nightly["tuning"] == f"{reason} {version})"
+    assert (nightly["tuned_by"], tuned["tuned_by"]) == (run_id, run_id)
+    for column in ("rating_hyperparams", "ranking_hyperparams"):
+        assert json.loads(nightly[column]) == json.loads(tuned[column]), column
+    assert json.loads(nightly["validation_metrics"]) == [] and result.details["grid_points"] == 0
+    assert set(json.loads(nightly["timings"])) == {"refit", "serving_refit", "log_models"}  # no tuning fits
+    run = mlflow.get_run(nightly["mlflow_run_id"])
+    assert (
+        run.data.tags["movielens_als.tuned_by"] == run_id
+        and run.data.tags["movielens_als.tuning"] == reason + f" {version})"
+    )
+    # The gate still decides: the nightly models are challengers until promote says otherwise.
+    assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).tags["movielens_als.run_id"] == run_id

@@ -1,0 +1,68 @@
+"""--tune: each branch of the rule, and the fraction of ratings changed between two Delta versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from movielens_als.errors import MovieLensAlsError
+from movielens_als.ml.grid import parse_grid
+from movielens_als.ml.retune import Tuned, changed_fraction_fn, decide
+
+GRID = parse_grid({"ranking": {"reg_param": [0.1]}})
+TUNED = Tuned("night-1", "benchmark", GRID, 7, {"rank": 50, "blend": {}}, {"rank": 64})
+
+
+def unchanged(_version: int) -> float:
+    return 0.01
+
+
+def never_asked(_version: int) -> float:
+    raise AssertionError("the changed fraction is measured only when nothing else decides")
+
+
+@pytest.mark.parametrize(
+    ("mode", "tuned", "protocol", "grid", "changed", "reuse", "reason"),
+    [
+        ("always", TUNED, "benchmark", GRID, never_asked, False, "--tune always"),
+        ("auto", None, "benchmark", GRID, never_asked, False, "no champion"),
+        ("auto", TUNED, "chrono", GRID, never_asked, False, "tuned on protocol 'benchmark', not 'chrono'"),
+        ("auto", TUNED, "benchmark", parse_grid(None), never_asked, False, "the grid differs from the one run night-1"),
+        ("auto", TUNED, "benchmark", GRID, lambda v: 0.06, False, "6.00% of ratings changed since run night-1"),
+        ("auto", TUNED, "benchmark", GRID, lambda v: None, False, "ratings version 7, which run night-1 tuned on, is"),
+        ("auto", TUNED, "benchmark", GRID, unchanged, True, "hyperparameters reused from run night-1 (1.00% of"),
+        ("auto", TUNED, "benchmark", GRID, lambda v: 0.05, True, "reused from run night-1 (5.00%"),  # at the threshold
+        ("never", TUNED, "chrono", parse_grid(None), never_asked, True, "--tune never: hyperparameters reused"),
+    ],
+)
+def test_tune_rule(mode, tuned, protocol, grid, changed, reuse, reason):
+    plan = decide(mode, tuned, protocol, grid, changed, retune_fraction=0.05)
+    assert (plan.reuse is not None, plan.tune) == (reuse, not reuse)
+    assert plan.reuse is (tuned if reuse else None)
+    assert reason in plan.reason, plan.reason
+
+
+def test_never_without_a_champion_and_an_unknown_mode_are_errors():
+    with pytest.raises(MovieLensAlsError, match="--tune never: no champion"):
+        decide("never", None, "benchmark", GRID, never_asked, 0.05)
+    with pytest.raises(MovieLensAlsError, match="--tune must be one of auto, always, never, got 'sometimes'"):
+        decide("sometimes", TUNED, "benchmark", GRID, never_asked, 0.05)
+
+
+def test_changed_fraction_counts_added_removed_and_rerated_rows_against_the_earlier_version(spark, namespace):
+    table = namespace.table("ratings")
+    t0 = dt.datetime(2020, 1, 1)
+    first = [(u, m, 3.0, t0) for u in range(1, 6) for m in range(1, 5)]  # 20 ratings
+    schema = "user_id INT, movie_id INT, rating DOUBLE, rated_at TIMESTAMP"
+    spark.createDataFrame(first, schema).writeTo(table).using("delta").createOrReplace()
+    v0 = spark.sql(f"DESCRIBE HISTORY {table}").first()["version"]
+    # One re-rated, one removed, two added: 4 of the first version's 20 rows.
+    second = [r for r in first if (r[0], r[1]) != (1, 1)] + [(9, 1, 4.0, t0), (9, 2, 5.0, t0)]
+    second = [(u, m, 5.0 if (u, m) == (2, 2) else r, t) for u, m, r, t in second]
+    spark.createDataFrame(second, schema).writeTo(table).using("delta").createOrReplace()
+    v1 = spark.sql(f"DESCRIBE HISTORY {table}").first()["version"]
+    changed = changed_fraction_fn(spark, namespace, v1)
+    assert changed(v0) == pytest.approx(4 / 20)
+    assert changed(v1) == 0.0
+    assert changed(v1 + 5) is None  # a version that cannot be read: unmeasurable, so auto tunes
