@@ -283,6 +283,7 @@ def train(
             "ranking_hyperparams": row["ranking_hyperparams"],
             "seconds": round(sum(timings.values()), 1),
         },
+        headline=f"tuning: {plan.reason}",
     )
 
 

@@ -1,16 +1,21 @@
-"""Test rows never reach tuning; a full tiny training run records itself; clear errors without splits."""
+"""Test rows never reach tuning; a full tiny training run records itself; what a killed run left is marked failed;
+clear errors without splits."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 
+import mlflow
 import pytest
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.splitting import tuning_frames
 from movielens_als.tasks.split import split
-from movielens_als.tasks.train import train
+from movielens_als.tasks.train import _claim_run, _write_run, train
 
 TINY_GRID = {
     "rating": {"rank": [2], "reg_param": [0.1], "max_iter": [2], "passes": [1]},
@@ -77,3 +82,26 @@ def test_train_ignores_test_rows_and_records_the_run(spark, namespace, storage):
 def test_train_without_splits_is_a_clear_error(spark, namespace, storage):
     with pytest.raises(MovieLensAlsError, match="movielens-als split"):
         train(spark, namespace, storage, grid=TINY_GRID)
+
+
+# A trainer killed outright (kill -9, a lost driver) between its MLflow run's start and its end.
+KILLED_TRAINER = """
+import mlflow, os, signal
+from movielens_als.processes import owner_tag
+run = mlflow.start_run(run_name="movielens-als-ghost", tags={"movielens_als.run_id": "ghost"})
+print(owner_tag(), run.info.run_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_next_train_marks_failed_what_a_killed_trainer_left_running(spark, namespace):
+    env = os.environ | {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    done = subprocess.run([sys.executable, "-c", KILLED_TRAINER], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    owner, mlflow_run_id = done.stdout.split()
+    assert mlflow.get_run(mlflow_run_id).info.status == "RUNNING"  # nobody ended it
+    _write_run(spark, namespace, {"run_id": "ghost", "status": "running", "owner": owner})
+    _claim_run(spark, namespace, "next")  # what every train does first
+    row = spark.table(namespace.table("training_runs")).where("run_id = 'ghost'").first()
+    assert (row["status"], row["error"]) == ("failed", f"process {owner} stopped while training (found by run next)")
+    assert mlflow.get_run(mlflow_run_id).info.status == "FAILED"
