@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.ml.als import als_estimator, fit_als
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.splitting import rows_fingerprint_fn
 
 BASELINE_PARAMS = {
     "rank": 10,
@@ -50,12 +51,9 @@ def quickstart_factors(train_df: DataFrame, cache: Path | None = None) -> Factor
 
 
 def fingerprint_fn(train_df: DataFrame) -> str:
-    """A name for these (user, movie, rating) rows and the quick-start parameters: count and XOR of row hashes."""
-    row = train_df.agg(
-        F.count(F.lit(1)).alias("n"), F.bit_xor(F.xxhash64(USER, ITEM, F.col(RATING).cast("double"))).alias("x")
-    ).first()
+    """A name for these (user, movie, rating) rows and the quick-start parameters."""
     params = hashlib.sha256(json.dumps(BASELINE_PARAMS, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{row['n']}-{(row['x'] or 0) & 0xFFFFFFFFFFFFFFFF:016x}-{params}"
+    return f"{rows_fingerprint_fn(train_df)}-{params}"
 
 
 def popularity_top_k(train_df: DataFrame, users: DataFrame, k: int) -> DataFrame:

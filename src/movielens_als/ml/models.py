@@ -76,6 +76,11 @@ MODEL_METRICS = TableSpec(
         Column("k", "INT", "Cut-off for ranking and diversity metrics; NULL for rating metrics"),
         Column("value", "DOUBLE", "Metric value"),
         Column("evaluated_at", "TIMESTAMP", "UTC time of the evaluate run"),
+        Column(
+            "split_fingerprint",
+            "STRING",
+            "Count and hash of the train and test rows scored: equal values, same rows (promote reuses such figures)",
+        ),
     ),
 )
 

@@ -37,7 +37,7 @@ from movielens_als.ml.metrics import (
 )
 from movielens_als.ml.models import MODEL_METRICS, load_run_models, run_info
 from movielens_als.ml.ranking_model import model_top_k
-from movielens_als.ml.splitting import test_frames
+from movielens_als.ml.splitting import split_fingerprint_fn, test_frames
 from movielens_als.progress import Progress
 from movielens_als.result import TaskResult
 
@@ -60,9 +60,15 @@ def rating_group(pred: DataFrame) -> dict[str, float]:
 
 
 def metric_rows(
-    run_id: str, model: str, protocol: str, values: dict[str, float], k: int | None, evaluated_at: datetime
+    run_id: str,
+    model: str,
+    protocol: str,
+    values: dict[str, float],
+    k: int | None,
+    evaluated_at: datetime,
+    split_fingerprint: str,
 ) -> list[tuple]:
-    return [(run_id, model, protocol, name, k, float(v), evaluated_at) for name, v in values.items()]
+    return [(run_id, model, protocol, name, k, float(v), evaluated_at, split_fingerprint) for name, v in values.items()]
 
 
 def evaluate(
@@ -84,6 +90,7 @@ def evaluate(
     ensure_checkpoint_dir(spark, Path(storage))
     train_df, test = test_frames(spark, namespace, protocol)
     users = test.select(USER).distinct()
+    fingerprint = split_fingerprint_fn(train_df, test)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     progress = Progress("evaluate")
@@ -114,7 +121,8 @@ def evaluate(
     rows = []
     for model, groups in results.items():
         for group, values in groups.items():
-            rows += metric_rows(run_id, model, protocol, values, None if group == "rating" else k, evaluated_at)
+            k_or_none = None if group == "rating" else k
+            rows += metric_rows(run_id, model, protocol, values, k_or_none, evaluated_at, fingerprint)
     failpoint("evaluate.scored")
     tables.append(spark, namespace, MODEL_METRICS, spark.createDataFrame(rows, schema=MODEL_METRICS.schema_ddl))
 

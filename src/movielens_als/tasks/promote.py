@@ -26,10 +26,10 @@ from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.tables import Column, TableSpec
 from movielens_als.ml import registry
 from movielens_als.ml.metrics import ranking_metrics_fn, rating_metrics_fn
-from movielens_als.ml.models import MODEL_METRICS, load_champion, resolve_run_id, run_info
+from movielens_als.ml.models import MODEL_METRICS, RunModels, load_champion, resolve_run_id, run_info
 from movielens_als.ml.ranking_model import model_top_k
 from movielens_als.ml.registry import CHAMPION, RANKING_MODEL, RATING_MODEL, RECOMMENDER_MODEL
-from movielens_als.ml.splitting import test_frames
+from movielens_als.ml.splitting import split_fingerprint_fn, test_frames
 from movielens_als.result import TaskResult
 
 PROMOTIONS = TableSpec(
@@ -52,6 +52,7 @@ PROMOTIONS = TableSpec(
         Column("champion_rmse", "DOUBLE", "RMSE of the champion on the same rows"),
         Column("ndcg_tolerance", "DOUBLE", "Largest nDCG drop the gate accepts"),
         Column("rmse_tolerance", "DOUBLE", "Largest RMSE rise the gate accepts"),
+        Column("champion_scored", "STRING", "How the champion's figures were had: recorded by its evaluate, or scored"),
     ),
 )
 
@@ -86,6 +87,35 @@ def _challenger_scores(spark: SparkSession, namespace: Namespace, run_id: str, k
     if ndcg is None or rmse is None:
         raise MovieLensAlsError(f"run {run_id!r} has no nDCG@{k} and RMSE in model_metrics: run evaluate first")
     return Scores(ndcg, rmse)
+
+
+def _champion_scores(spark: SparkSession, namespace: Namespace, champion: RunModels, protocol: str, k: int
+                     ) -> tuple[Scores, str]:  # fmt: skip
+    """The champion's nDCG@k and RMSE on this protocol's test split, and how they were had: the figures its own
+    evaluate recorded when it scored the same rows (same split fingerprint), else scored here."""
+    train_df, test = test_frames(spark, namespace, protocol)
+    fingerprint = split_fingerprint_fn(train_df, test)
+    recorded = {}
+    if tables.table_exists(spark, namespace, MODEL_METRICS.name):
+        metrics = spark.table(namespace.table(MODEL_METRICS.name))
+        if "split_fingerprint" in metrics.columns:  # older tables gain the column at their next evaluate
+            mine = (F.col("run_id") == champion.run_id) & (F.col("protocol") == protocol)
+            mine &= F.col("split_fingerprint") == fingerprint
+            wanted = ((F.col("model") == "ranking") & (F.col("metric") == "ndcg_at_k") & (F.col("k") == k)) | (
+                (F.col("model") == "rating") & (F.col("metric") == "rmse")
+            )
+            recorded = {r["metric"]: r["value"] for r in metrics.where(mine & wanted).collect()}
+    if {"ndcg_at_k", "rmse"} <= set(recorded):
+        scores, how = Scores(recorded["ndcg_at_k"], recorded["rmse"]), f"recorded by run {champion.run_id}'s evaluate"
+    else:
+        top = model_top_k(champion.ranking, test.select(USER).distinct(), train_df, k)
+        scores = Scores(
+            ranking_metrics_fn(top, test, k)["ndcg_at_k"], rating_metrics_fn(champion.rating.predict(test))["rmse"]
+        )
+        how = "scored on the current test split"
+    train_df.unpersist()
+    test.unpersist()
+    return scores, how
 
 
 def promote(
@@ -131,7 +161,13 @@ def promote(
     return TaskResult(
         "promote",
         rows={PROMOTIONS.name: 0 if reapplied else 1},
-        details={"run_id": run_id, "decision": decision, "reason": reason, "reapplied": reapplied},
+        details={
+            "run_id": run_id,
+            "decision": decision,
+            "reason": reason,
+            "reapplied": reapplied,
+            "champion_scored": row.get("champion_scored"),
+        },  # fmt: skip
         headline=f"gate: {decision}, {reason}" + (" (recorded decision applied again)" if reapplied else ""),
     )
 
@@ -158,19 +194,12 @@ def _decide_row(
     info = run_info(spark, namespace, run_id)
     challenger = _challenger_scores(spark, namespace, run_id, k)
     champion_models = load_champion(spark, namespace)
-    champion = None
+    champion, scored = None, None
     if champion_models is not None:
-        train_df, test = test_frames(spark, namespace, info["protocol"])
-        top = model_top_k(champion_models.ranking, test.select(USER).distinct(), train_df, k)
-        champion = Scores(
-            ranking_metrics_fn(top, test, k)["ndcg_at_k"],
-            rating_metrics_fn(champion_models.rating.predict(test))["rmse"],
-        )
-        train_df.unpersist()
-        test.unpersist()
+        champion, scored = _champion_scores(spark, namespace, champion_models, info["protocol"], k)
     decision, reason = decide(challenger, champion, ndcg_tolerance, rmse_tolerance, force)
     return {
-        "run_id": run_id, "decided_at": utc_now(), "decision": decision, "reason": reason,
+        "run_id": run_id, "decided_at": utc_now(), "decision": decision, "reason": reason, "champion_scored": scored,
         "protocol": info["protocol"], "k": k, "challenger_ranking_version": info["ranking_model_version"],
         "challenger_rating_version": info["rating_model_version"],
         "champion_ranking_version": champion_models.ranking_version if champion_models else None,

@@ -180,3 +180,22 @@ def test_a_train_after_promotion_fits_once_with_the_champions_hyperparameters_an
     )
     # The gate still decides: the nightly models are challengers until promote says otherwise.
     assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).tags["movielens_als.run_id"] == run_id
+
+
+def test_promote_reads_the_champions_recorded_figures_on_the_same_split_and_scores_it_on_another(spark, trained_in):
+    namespace, _, run_id, _ = trained_in
+    promote(spark, namespace, run_id=run_id, k=3, force=True)
+    metrics = spark.table(namespace.table("model_metrics")).where(F.col("run_id") == run_id)
+    assert metrics.where(F.col("split_fingerprint").isNull()).count() == 0
+    same = promote(spark, namespace, run_id=run_id, k=3, ndcg_tolerance=0.01, rmse_tolerance=0.01)
+    assert same.details["champion_scored"] == f"recorded by run {run_id}'s evaluate"
+    row = spark.table(namespace.table("promotions")).orderBy(F.col("decided_at").desc()).first()
+    mine = "(model = 'ranking' AND metric = 'ndcg_at_k' AND k = 3) OR (model = 'rating' AND metric = 'rmse')"
+    recorded = {r["metric"]: r["value"] for r in metrics.where(mine).collect()}
+    assert (row["champion_ndcg"], row["champion_rmse"]) == (recorded["ndcg_at_k"], recorded["rmse"])
+    # One test rating fewer: another split, whose figures nobody recorded, so the champion is scored on it.
+    splits = namespace.table("splits")
+    first = spark.table(splits).where("split = 'test'").orderBy("user_id", "movie_id").first()
+    spark.sql(f"DELETE FROM {splits} WHERE user_id = {first.user_id} AND movie_id = {first.movie_id}")
+    other = promote(spark, namespace, run_id=run_id, k=3, ndcg_tolerance=0.02, rmse_tolerance=0.02)
+    assert other.details["champion_scored"] == "scored on the current test split"
