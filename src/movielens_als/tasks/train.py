@@ -144,7 +144,7 @@ def search(
 def reused(tuned: Tuned) -> Chosen:
     """The hyperparameters an earlier run's search chose."""
     rating = {n: v for n, v in tuned.rating.items() if n != "blend"}
-    return Chosen(rating, dict(tuned.ranking), Blend(**tuned.rating["blend"]), [])
+    return Chosen(rating, dict(tuned.ranking), Blend(**tuned.rating.get("blend", {})), [])
 
 
 def train(
