@@ -32,12 +32,13 @@ def fit_quickstart_baseline(train_df: DataFrame) -> ALSModel:
     return fit_als(als_estimator(train_df.sparkSession, ratingCol=RATING, **BASELINE_PARAMS), train_df)
 
 
-def quickstart_factors(train_df: DataFrame, cache: Path | None = None) -> Factors:
+def quickstart_factors(train_df: DataFrame, cache: Path | None = None, rows: str | None = None) -> Factors:
     """The quick-start ALS's factors on ``train_df``. With ``cache``, a folder of earlier fits named by what they
-    were fitted on (the rows' count and hash, the parameters): a split that has not changed is not fitted again."""
+    were fitted on (the rows' count and hash, the parameters): a split that has not changed is not fitted again.
+    ``rows``: ``train_df``'s :func:`rows_fingerprint_fn` when the caller has it already."""
     if cache is None:
         return Factors.of(fit_quickstart_baseline(train_df))
-    folder = cache / f"quickstart-{fingerprint_fn(train_df)}"
+    folder = cache / f"quickstart-{fingerprint_fn(train_df, rows)}"
     if (folder / "items.parquet").is_file():
         return Factors.load(train_df.sparkSession, folder)
     factors = Factors.of(fit_quickstart_baseline(train_df))
@@ -50,10 +51,10 @@ def quickstart_factors(train_df: DataFrame, cache: Path | None = None) -> Factor
     return factors
 
 
-def fingerprint_fn(train_df: DataFrame) -> str:
+def fingerprint_fn(train_df: DataFrame, rows: str | None = None) -> str:
     """A name for these (user, movie, rating) rows and the quick-start parameters."""
     params = hashlib.sha256(json.dumps(BASELINE_PARAMS, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{rows_fingerprint_fn(train_df)}-{params}"
+    return f"{rows or rows_fingerprint_fn(train_df)}-{params}"
 
 
 def popularity_top_k(train_df: DataFrame, users: DataFrame, k: int) -> DataFrame:

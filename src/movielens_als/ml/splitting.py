@@ -167,6 +167,11 @@ def rows_fingerprint_fn(df: DataFrame) -> str:
     return f"{row['n']}-{(row['x'] or 0) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
+def split_fingerprint(train_rows: str, test_rows: str) -> str:
+    """What :func:`test_frames` returned, named from its two :func:`rows_fingerprint_fn` values: metrics recorded
+    under the same name scored the same rows."""
+    return f"train {train_rows}, test {test_rows}"
+
+
 def split_fingerprint_fn(train_df: DataFrame, test: DataFrame) -> str:
-    """What :func:`test_frames` returned, named: metrics recorded under the same name scored the same rows."""
-    return f"train {rows_fingerprint_fn(train_df)}, test {rows_fingerprint_fn(test)}"
+    return split_fingerprint(rows_fingerprint_fn(train_df), rows_fingerprint_fn(test))

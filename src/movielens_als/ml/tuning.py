@@ -82,7 +82,7 @@ def tune_rating(
     """
     scores: list[dict] = []
     best_bias, best_rmse, first_pass = None, float("inf"), None
-    bias_points = grid_points(grid, ["reg_user", "reg_item"])
+    bias_points = grid_points(grid, RATING_STAGES[0])
     for i, point in enumerate(bias_points, 1):
         on_fit(f"bias grid point {i} of {len(bias_points)}")
         baseline = fit_bias_baseline(fit, point["reg_user"], point["reg_item"])
@@ -91,7 +91,7 @@ def tune_rating(
         if m["rmse"] < best_rmse:
             best_bias, best_rmse, first_pass = point, m["rmse"], baseline
     best, best_rmse, best_fitted = None, float("inf"), None
-    als_points = grid_points(grid, ["rank", "reg_param", "max_iter", "passes"])
+    als_points = grid_points(grid, RATING_STAGES[1])
     for i, point in enumerate(als_points, 1):
         on_fit(f"rating grid point {i} of {len(als_points)}")
         params = {**best_bias, **point}

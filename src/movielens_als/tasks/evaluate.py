@@ -37,7 +37,7 @@ from movielens_als.ml.metrics import (
 )
 from movielens_als.ml.models import MODEL_METRICS, load_run_models, run_info
 from movielens_als.ml.ranking_model import model_top_k
-from movielens_als.ml.splitting import split_fingerprint_fn, test_frames
+from movielens_als.ml.splitting import rows_fingerprint_fn, split_fingerprint, test_frames
 from movielens_als.progress import Progress
 from movielens_als.result import TaskResult
 
@@ -90,7 +90,8 @@ def evaluate(
     ensure_checkpoint_dir(spark, Path(storage))
     train_df, test = test_frames(spark, namespace, protocol)
     users = test.select(USER).distinct()
-    fingerprint = split_fingerprint_fn(train_df, test)
+    train_rows = rows_fingerprint_fn(train_df)  # names the split and the quick-start fit's cache entry
+    fingerprint = split_fingerprint(train_rows, rows_fingerprint_fn(test))
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     progress = Progress("evaluate")
@@ -104,7 +105,7 @@ def evaluate(
 
     # The baseline's explicit predictions rank the same way: top-k unseen by predicted rating.
     progress.update("model 3 of 4: quick-start baseline")
-    quick = quickstart_factors(train_df, Path(storage) / "baselines")
+    quick = quickstart_factors(train_df, Path(storage) / "baselines", train_rows)
     quick_pred = quick.transform(test).where(
         F.col(PREDICTION).isNotNull()
     )  # coldStartStrategy drop, as in the quick start
