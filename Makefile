@@ -10,10 +10,15 @@ MOVIELENS_100K ?=
 SOURCE := $(if $(MOVIELENS_100K),--source $(MOVIELENS_100K),)
 PYTEST_ARGS ?=
 
-.PHONY: run run-cluster test test-unit lint format install benchmark bench-scale bench-serve bench-quality bench-loop wheel clean
+.PHONY: run app run-cluster test test-unit lint format install benchmark bench-scale bench-serve bench-quality bench-loop bench-app wheel clean
 
 run: install
 	$(BIN)/movielens-als run $(SOURCE)
+
+# The app on http://127.0.0.1:8000/ over the champion and tables `make run` left (APP_ARGS="--port 8080").
+APP_ARGS ?=
+app: install
+	$(BIN)/movielens-als app $(APP_ARGS)
 
 # The same DAG on a Spark standalone cluster on 127.0.0.1: a master and CLUSTER_WORKERS workers of one core and
 # CLUSTER_MEMORY each, executors in JVMs and Python processes of their own; stopped however the run ends.
@@ -62,6 +67,10 @@ bench-quality: install
 bench-loop: install
 	$(BIN)/python benchmarks/local_loop.py
 
+# Page latency of `movielens-als app` on the lakehouse `make run` left (p50/p99 per view), and its screenshots.
+bench-app: install
+	$(BIN)/python benchmarks/app.py
+
 wheel: install
 	$(BIN)/python -m build --wheel --outdir dist .
 
@@ -72,7 +81,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@# uv resolves and links the same packages as pip in a third of the time (27 s against 72 s here).
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[local,evaluate,dev]"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[local,app,evaluate,dev]"
 	@touch $@
 
 clean:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @contextmanager
@@ -28,3 +29,31 @@ def isolate_databricks_config(monkeypatch, home) -> None:
     for name in [n for n in os.environ if n.startswith("DATABRICKS_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(home))
+
+
+def json_handler(fake) -> type[BaseHTTPRequestHandler]:
+    """A handler that passes each GET/POST's (method, path, JSON body) to ``fake.answer`` and sends its
+    (status, JSON payload) back."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            code, payload = fake.answer(self.command, self.path, body)
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._reply()
+
+        def do_POST(self) -> None:
+            self._reply()
+
+        def log_message(self, *args) -> None:  # keep the test output quiet
+            pass
+
+    return Handler

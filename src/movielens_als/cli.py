@@ -36,6 +36,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from movielens_als.serving.server import serve
 
         return serve(Namespace(args.catalog, args.schema), args.home, args.host, args.port)
+    if args.command == "app":  # the champion in process and the tables through delta-rs: no Spark either
+        from movielens_als.app.local import serve as serve_app
+
+        return serve_app(Namespace(args.catalog, args.schema), args.home, args.host, args.port)
     if args.command == "synth":
         from movielens_als.ingest.synth import synthesize
 

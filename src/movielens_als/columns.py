@@ -7,3 +7,5 @@ TIMESTAMP = "rated_at"
 PREDICTION = "prediction"
 RANK = "rank"
 SPLIT = "split"
+ALL_GENRES = "All"  # popular_movies' genre of the overall ranking (not a MovieLens genre)
+PERSONAL, FOLDED, POPULAR = "personal", "folded", "popular"  # the recommender's answer sources (its source column)

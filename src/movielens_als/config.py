@@ -192,6 +192,12 @@ class Serve:
 
 
 @dataclass(frozen=True)
+class App:
+    port: int = option(8000, "port of the local app (Databricks Apps listen on 8000 too)")
+    host: str = option("127.0.0.1", "interface to listen on (0.0.0.0 serves other machines too)")
+
+
+@dataclass(frozen=True)
 class Sql:
     query: str = option(MISSING, "SQL text; {catalog} and {schema} are replaced by the flags' values", positional=True)
     format: str = option("table", "output format", choices=SQL_FORMATS)
@@ -239,6 +245,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
         (Common, Deploy),
     ),
     "serve": ("serve the local registry's champion recommender over HTTP until Ctrl-C", (Common, Serve)),
+    "app": ("the app people try in a browser, on the local champion and lakehouse, until Ctrl-C", (Common, App)),
     "sql": ("run SQL against the lakehouse, or on a Databricks SQL warehouse (--warehouse)", (Common, Sql)),
     "synth": ("write a MovieLens-shaped synthetic csv release (ml-25m's shape, scaled to --ratings)", (Synth,)),
 }

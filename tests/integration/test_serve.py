@@ -90,7 +90,7 @@ def test_the_endpoint_folds_in_fresh_ratings_falls_back_to_popular_and_survives_
     assert sources == {0: "personal", 1: "folded", 2: "folded", 3: "popular"}
     assert got.groupby("request").size().tolist() == [10, 10, 10, 10]
     assert not set(got[got["request"] == 1]["movie_id"]) & set(popular)
-    assert set(got.columns) == {"request", "rank", "movie_id", "title", "score", "source"}
+    assert set(got.columns) == {"request", "rank", "movie_id", "title", "score", "source", "because"}
     for body in (b"{not json", [{"user_id": 1.5}], [{"user_id": user, "n": 0}], [{"movie_ids": [1], "ratings": [9]}]):
         status, payload = invoke(url, body)
         assert 400 <= status < 500 and "Traceback" not in json.dumps(payload), payload

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from movielens_als.columns import ALL_GENRES
 from movielens_als.errors import MovieLensAlsError
-
-ALL_GENRES = "All"  # genre value of the overall popularity ranking (not a MovieLens genre)
 
 
 def popular_movies_fn(

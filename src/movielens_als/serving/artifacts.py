@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from movielens_als.columns import ITEM, RATING, USER
+from movielens_als.columns import ALL_GENRES, ITEM, RATING, USER
 from movielens_als.config import RECOMMEND
 from movielens_als.ml.factors import Factors, write_parquet
 from movielens_als.ml.implicit import beta_terms, gram
-from movielens_als.ml.popular import ALL_GENRES, popular_movies_fn
+from movielens_als.ml.popular import popular_movies_fn
 from movielens_als.ml.ranking_model import implicit_frame
 
 

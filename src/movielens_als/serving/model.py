@@ -3,7 +3,8 @@
 Its artifacts (written by :mod:`.artifacts` at train time) are what answering needs: the serving
 factors of the ranking model, the item Gram matrix, each known user's rated movies (CSR arrays),
 titles, the popular-movies ranking and the fold-in hyperparameters. Each request row gets up to
-``n`` answer rows (``request``, ``rank``, ``movie_id``, ``title``, ``score``, ``source``):
+``n`` answer rows (``request``, ``rank``, ``movie_id``, ``title``, ``score``, ``source``, and ``because``: the
+rated movie closest to it in the item factors):
 
 - ``personal``: a known user with at least ``min_ratings`` ratings, ranked by the stored user factor:
   the same movies in the same order as ``user_recommendations``;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import mlflow
@@ -27,10 +29,10 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
+from movielens_als.columns import FOLDED, PERSONAL, POPULAR
 from movielens_als.serving.foldin import fold_in, top_n
 from movielens_als.serving.requests import Limits, Request, RequestError, parse_requests
 
-PERSONAL, FOLDED, POPULAR = "personal", "folded", "popular"
 # Any-typed inputs: MLflow's coercion would turn user_id 1.5 into 1 and refuse [5, 4] as ratings;
 # :mod:`.requests` checks every field with a message that names it.
 SIGNATURE = ModelSignature(
@@ -43,6 +45,7 @@ SIGNATURE = ModelSignature(
             ColSpec("string", "title"),
             ColSpec("double", "score"),
             ColSpec("string", "source"),
+            ColSpec("long", "because", required=False),
         ]
     ),
 )
@@ -96,21 +99,40 @@ class Recommender:
     def answer(self, requests: list[Request]) -> pd.DataFrame:
         # One frame at the end: building a DataFrame per request costs more than answering it.
         parts = [self._one(request) for request in requests]
-        sizes = [len(rows) for rows, _, _ in parts]
-        rows = np.concatenate([rows for rows, _, _ in parts]) if parts else np.empty(0, dtype=np.int64)
+        sizes = [len(rows) for rows, _, _, _ in parts]
+        rows = np.concatenate([rows for rows, _, _, _ in parts]) if parts else np.empty(0, dtype=np.int64)
+        because = [self._because(picked, rated) for picked, _, _, rated in parts]
         return pd.DataFrame(
             {
                 "request": np.repeat(np.arange(len(parts), dtype=np.int64), sizes),
                 "rank": np.concatenate([np.arange(1, n + 1, dtype=np.int64) for n in sizes] or [np.empty(0, np.int64)]),
                 "movie_id": self.item_ids[rows],
                 "title": self.titles[rows],
-                "score": np.concatenate([scores for _, scores, _ in parts] or [np.empty(0)]).astype(np.float64),
-                "source": np.repeat(np.array([source for _, _, source in parts], dtype=object), sizes),
+                "score": np.concatenate([scores for _, scores, _, _ in parts] or [np.empty(0)]).astype(np.float64),
+                "source": np.repeat(np.array([source for _, _, source, _ in parts], dtype=object), sizes),
+                "because": np.concatenate(because or [np.empty(0, dtype=object)]),
             }
         )
 
-    def _one(self, request: Request) -> tuple[np.ndarray, np.ndarray, str]:
-        """(item rows, scores, source) of one request's answer, best first."""
+    def _because(self, picked: np.ndarray, rated: np.ndarray) -> np.ndarray:
+        """Per answered movie, the rated movie whose item factors are closest to it (cosine); None with no ratings.
+
+        The line an app shows under a recommendation ("because you rated ..."): the same factors ``similar_movies``
+        ranks with, restricted to what this person rated.
+        """
+        if not len(rated) or not len(picked):
+            return np.full(len(picked), None, dtype=object)
+        unit = self._unit_items
+        closest = np.argmax(np.einsum("ik,jk->ij", unit[picked], unit[rated]), axis=1)
+        return np.array([int(i) for i in self.item_ids[rated[closest]]], dtype=object)
+
+    @cached_property
+    def _unit_items(self) -> np.ndarray:
+        norms = np.linalg.norm(self.items, axis=1, keepdims=True)
+        return self.items / np.where(norms > 0, norms, 1.0)
+
+    def _one(self, request: Request) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+        """(item rows, scores, source, rated item rows) of one request's answer, best first."""
         stored_rows, stored_values = self._stored(request.user_id)
         fresh_rows, known = _rows(self.item_ids, request.movie_ids)
         fresh_rows = fresh_rows[known]
@@ -125,7 +147,7 @@ class Recommender:
             rows = self.popular_rows
             order = -np.arange(len(rows), dtype=np.float64)  # the ranking as stored
             picked = top_n(order, rows, np.flatnonzero(np.isin(rows, rated)), request.n)
-            return rows[picked], self.popular_scores[picked], POPULAR
+            return rows[picked], self.popular_scores[picked], POPULAR, rated
         if len(fresh_rows):
             vector = fold_in(
                 self.items, self.item_gram, rated, values, self.params["alpha"], self.params["reg_param"], self._beta_n
@@ -137,7 +159,7 @@ class Recommender:
         # einsum, not BLAS: a multi-threaded gemv per request is slower under concurrent requests.
         scores = np.einsum("ij,j->i", self.items, vector)
         picked = top_n(scores, self.item_ids, rated, request.n)
-        return picked, scores[picked], source
+        return picked, scores[picked], source, rated
 
     @property
     def _beta_n(self) -> float:

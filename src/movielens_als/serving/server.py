@@ -66,7 +66,7 @@ def serve(namespace: Namespace, home: str | os.PathLike | None, host: str, port:
 
     registry.configure(home)
     version = champion_version(namespace)
-    _check_free(host, port)
+    check_free(host, port)
     model = load_version(namespace, version)
     app = create_app(model)
     name = registry.model_name(namespace, registry.RECOMMENDER_MODEL)
@@ -76,7 +76,7 @@ def serve(namespace: Namespace, home: str | os.PathLike | None, host: str, port:
     return 0
 
 
-def _check_free(host: str, port: int) -> None:
+def check_free(host: str, port: int) -> None:
     """One error line, before the model loads, when the address is taken or not this machine's."""
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:

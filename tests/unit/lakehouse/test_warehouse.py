@@ -20,10 +20,10 @@ from databricks.sdk.service.sql import ResultManifest
 
 from movielens_als import cli
 from movielens_als.errors import MovieLensAlsError
-from movielens_als.lakehouse import warehouse
+from movielens_als.lakehouse import statements
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.warehouse import decode, execute, run_warehouse_sql
-from tests.fake_api import isolate_databricks_config, running
+from tests.fake_api import isolate_databricks_config, json_handler, running
 
 WAREHOUSE = "abc123def456"
 NS = Namespace("main", "movielens")
@@ -133,30 +133,7 @@ class FakeWarehouse:
         return [body for method, path, body in self.requests if method == "POST" and path.rstrip("/") == STATEMENTS]
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                code, payload = fake.answer(self.command, self.path, body)
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._reply()
-
-            def do_POST(self) -> None:
-                self._reply()
-
-            def log_message(self, *args) -> None:  # keep the test output quiet
-                pass
-
-        return Handler
+        return json_handler(self)
 
 
 @pytest.fixture(autouse=True)
@@ -306,7 +283,7 @@ def test_unreachable_host_gives_up_after_the_retry_budget(monkeypatch):
     with socket.socket() as s:  # a port nobody listens on: connection refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(warehouse, "RETRY_SECONDS", 1)
+    monkeypatch.setattr(statements, "RETRY_SECONDS", 1)
     monkeypatch.setenv("DATABRICKS_HOST", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("DATABRICKS_TOKEN", "x")
     with pytest.raises(MovieLensAlsError, match=rf"cannot connect to http://127.0.0.1:{port} \(\[Errno \d+\]"):

@@ -93,6 +93,19 @@ def test_fresh_ratings_are_folded_in_and_excluded(recommender):
     np.testing.assert_allclose(got["score"], scores[best], rtol=1e-12)
 
 
+def test_each_answer_says_which_rated_movie_is_closest_to_it_in_the_item_factors(recommender):
+    rated = [3, 7, 11]
+    got = answer(recommender, {"movie_ids": rated, "ratings": [5, 4, 5], "n": 4}, {"user_id": 10**6, "n": 2})
+    folded = got[got["request"] == 0]
+    unit = recommender.items / np.linalg.norm(recommender.items, axis=1, keepdims=True)
+    rated_rows = np.searchsorted(recommender.item_ids, rated)
+    for movie, because in zip(folded["movie_id"], folded["because"], strict=True):
+        cosine = unit[rated_rows] @ unit[np.searchsorted(recommender.item_ids, movie)]
+        assert because == rated[int(np.argmax(cosine))] and because in rated
+    stranger = got[got["request"] == 1]  # nothing rated: nothing to explain with
+    assert stranger["source"].tolist() == ["popular"] * 2 and stranger["because"].isna().all()
+
+
 def test_a_known_user_with_fresh_ratings_folds_in_the_union_fresh_winning(built, recommender):
     rows = built[0]
     stored = {m: r for u, m, r in rows if u == 5}
@@ -226,7 +239,7 @@ def test_the_pyfunc_answers_its_own_sample_requests(served):
     model, _ = served
     got = model.predict(sample_requests(model))
     assert sorted(got.groupby("request")["source"].first().tolist()) == ["folded", "personal"]
-    assert list(got.columns) == ["request", "rank", "movie_id", "title", "score", "source"]
+    assert list(got.columns) == ["request", "rank", "movie_id", "title", "score", "source", "because"]
 
 
 def test_bad_requests_over_http_are_4xx_one_line_no_traceback_and_the_server_keeps_serving(served):
