@@ -35,7 +35,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":  # MLflow's scoring server over the local registry: no Spark is started
         from movielens_als.serving.server import serve
 
-        return serve(Namespace(args.catalog, args.schema), args.home, args.host, args.port)
+        return serve(Namespace(args.catalog, args.schema), args.home, args.host, args.port, args.endpoint_name)
     if args.command == "app":  # the champion in process and the tables through delta-rs: no Spark either
         from movielens_als.app.local import serve as serve_app
 

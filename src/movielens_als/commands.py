@@ -107,6 +107,7 @@ def execute(args: argparse.Namespace, spark=None) -> TaskResult:
             source=args.source,
             size=args.size,
             max_quarantine_fraction=args.max_quarantine_fraction,
+            endpoint_name=args.endpoint_name,
         )
     if args.command == "split":
         from movielens_als.tasks.split import split

@@ -57,6 +57,7 @@ PROTOCOLS = {
 }
 SQL_FORMATS = ("table", "json", "csv")
 TUNE_MODES = ("auto", "always", "never")  # train --tune
+ENDPOINT_NAME = "movielens-als"  # the Model Serving endpoint's default name (deploy; land harvests its inference table)
 WORKLOAD_SIZES = ("Small", "Medium", "Large")  # Model Serving's CPU sizes: up to 4, 16 and 64 concurrent requests
 
 
@@ -82,6 +83,11 @@ class Land:
         0.01,
         "fail, keeping the good tables, when more than this fraction of rows is quarantined",
         variable="max_quarantine_fraction",
+    )
+    endpoint_name: str = option(
+        ENDPOINT_NAME,
+        "serving endpoint whose inference table (<name>_payload, '-' as '_') is harvested into feedback; '' skips it",
+        variable="serving_endpoint_name",
     )
 
 
@@ -171,7 +177,7 @@ class Publish:
 @dataclass(frozen=True)
 class Deploy:
     endpoint_name: str = option(
-        "movielens-als",
+        ENDPOINT_NAME,
         "Model Serving endpoint that serves the champion (letters, digits, - and _, at most 63)",
         variable="serving_endpoint_name",
     )
@@ -189,6 +195,9 @@ class Deploy:
 class Serve:
     port: int = option(5000, "port of the local scoring server")
     host: str = option("127.0.0.1", "interface to listen on (0.0.0.0 serves other machines too)")
+    endpoint_name: str = option(
+        ENDPOINT_NAME, "endpoint it stands in for: requests are logged to <name>_payload ('-' as '_') for land"
+    )
 
 
 @dataclass(frozen=True)

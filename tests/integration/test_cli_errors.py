@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,14 @@ def test_damaged_delta_log_in_the_home_is_one_line_naming_the_table(tmp_path):
     done = cli(["sql", "SELECT count(*) FROM ratings"], home)
     assert_one_error_line(done, 2, "error: table spark_catalog.movielens.ratings cannot be read")
     assert "Delta log is damaged" in done.stderr
+
+
+def test_the_app_without_a_champion_or_on_a_taken_port_is_one_line(tmp_path):
+    home = tmp_path / "home"
+    no_champion = cli(["app", "--port", "0"], home)
+    assert_one_error_line(no_champion, 2, "error: no champion recommender model spark_catalog.movielens.")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_one_error_line(cli(["app", "--port", str(port)], home), 2, f"error: cannot listen on 127.0.0.1:{port}")

@@ -52,3 +52,13 @@ class Namespace:
 
     def __str__(self) -> str:
         return f"{self.catalog}.{self.schema}"
+
+
+def inference_table_prefix(endpoint_name: str) -> str:
+    """The table prefix of a serving endpoint's inference table: its name as a plain identifier."""
+    return endpoint_name.replace("-", "_")
+
+
+def payload_table(endpoint_name: str) -> str:
+    """The inference table Model Serving's AI Gateway writes for an endpoint (``<prefix>_payload``)."""
+    return f"{inference_table_prefix(endpoint_name)}_payload"

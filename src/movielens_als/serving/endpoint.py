@@ -31,6 +31,7 @@ from databricks.sdk.service.serving import (
 )
 
 from movielens_als.errors import MovieLensAlsError, first_line
+from movielens_als.lakehouse.names import inference_table_prefix
 
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 # Levels that let a group query: CAN_MANAGE includes CAN_QUERY, and a PATCH to CAN_QUERY would lower it.
@@ -65,7 +66,7 @@ class EndpointSpec:
     @property
     def table_prefix(self) -> str:
         """Inference table prefix (the table is ``<prefix>_payload``): the endpoint name as a plain identifier."""
-        return self.name.replace("-", "_")
+        return inference_table_prefix(self.name)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """``movielens-als serve``: the local registry's champion behind MLflow's own scoring server.
 
 The app is ``mlflow.pyfunc.scoring_server.init(model)``, what ``mlflow models serve`` runs (here in the
-current Python environment, no conda), with one change: error bodies carry a one-line message and no
-``stack_trace`` (a client never needs it, and it shows an attacker the code).
+current Python environment, no conda), with two changes: error bodies carry a one-line message and no
+``stack_trace`` (a client never needs it, and it shows an attacker the code), and every answered request goes to
+the endpoint's inference table as Model Serving logs it (:mod:`.inference`), where ``land`` harvests feedback.
 """
 
 from __future__ import annotations
@@ -10,22 +11,46 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
+from movielens_als.config import ENDPOINT_NAME
 from movielens_als.errors import MovieLensAlsError
-from movielens_als.lakehouse.names import Namespace
+from movielens_als.lakehouse.catalog import delta_path
+from movielens_als.lakehouse.names import Namespace, payload_table
+from movielens_als.lakehouse.spark import lakehouse_home
 from movielens_als.ml import registry
 from movielens_als.serving.champion import champion_version, load_version
+from movielens_als.serving.inference import InferenceLog, now
 
 MAX_BODY = 4 * 1024 * 1024  # 1,000 requests of 5,000 ratings fit well below this
 
 
-def create_app(model):
-    """MLflow's scoring server app for ``model``, with plain error bodies and a request size limit."""
+def create_app(model, inference_log: InferenceLog | None = None):
+    """MLflow's scoring server app for ``model``, with plain error bodies and a request size limit; every
+    ``/invocations`` answer is recorded in ``inference_log`` when one is given."""
     from fastapi import Request
     from fastapi.responses import Response
     from mlflow.pyfunc import scoring_server
 
     app = scoring_server.init(model)
+
+    if inference_log is not None:
+
+        @app.middleware("http")
+        async def log_inference(request: Request, call_next):
+            if request.method != "POST" or request.url.path != "/invocations":
+                return await call_next(request)
+            received, began = now(), time.perf_counter()
+            body = await request.body()
+            response = await call_next(request)
+            content = b"".join([chunk async for chunk in response.body_iterator])
+            inference_log.record(
+                received, response.status_code, round((time.perf_counter() - began) * 1000),
+                body.decode("utf-8", "replace"), content.decode("utf-8", "replace"),
+                request.headers.get("x-request-id"),
+            )  # fmt: skip
+            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+            return Response(content, response.status_code, headers, response.media_type)
 
     @app.middleware("http")
     async def plain_errors(request: Request, call_next):
@@ -60,7 +85,9 @@ def _error_fields(body: bytes) -> tuple[str, str]:
     return str(payload.get("error_code", "BAD_REQUEST")), (lines[0] if lines else "bad request")[:500]
 
 
-def serve(namespace: Namespace, home: str | os.PathLike | None, host: str, port: int) -> int:
+def serve(
+    namespace: Namespace, home: str | os.PathLike | None, host: str, port: int, endpoint_name: str = ENDPOINT_NAME
+) -> int:
     """Serve the champion recommender at ``http://host:port/invocations`` until Ctrl-C; the exit code."""
     import uvicorn
 
@@ -68,10 +95,17 @@ def serve(namespace: Namespace, home: str | os.PathLike | None, host: str, port:
     version = champion_version(namespace)
     check_free(host, port)
     model = load_version(namespace, version)
-    app = create_app(model)
     name = registry.model_name(namespace, registry.RECOMMENDER_MODEL)
+    table = payload_table(endpoint_name)
+    log = InferenceLog(
+        delta_path(lakehouse_home(home), namespace.schema, table), f"{name.rsplit('.', 1)[-1]}-{version}"
+    )
     print(f"serving {name} version {version} (champion) at http://{host}:{port}/invocations; Ctrl-C stops", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    print(f"requests are logged to {namespace.schema}.{table}", flush=True)
+    try:
+        uvicorn.run(create_app(model, log), host=host, port=port, log_level="warning")
+    finally:
+        log.close()
     print("stopped", flush=True)
     return 0
 

@@ -7,12 +7,16 @@ Order of work, so a failure never leaves a mix of old and new tables:
 3. if too many rows were quarantined, log the run as failed and stop, good tables unchanged;
 4. replace ``movies``, ``users`` and ``ratings`` (each one Delta commit of deterministic
    content, so a re-run after a crash between two writes converges on the same state);
-5. append the run to ``ingestion_runs``.
+5. harvest the feedback logged since the last run and merge it into ``ratings`` (:mod:`..ingest.feedback`: one
+   MERGE, the later rating winning), on a new release and on an unchanged one alike;
+6. append the run to ``ingestion_runs``.
 
 The ratings commit (written last) records the source checksum and the versions the other landed
 tables reached (``userMetadata``): when the same release is landed again by the same lander and
 nothing has written those tables since, nothing is rewritten, so a scheduled run on an unchanged
-release keeps every table, and what is served from it, at its Delta version.
+release keeps every table, and what is served from it, at its Delta version. The feedback merge's ratings commit
+carries the same record, and the commits a harvest adds to ``quarantine`` are tagged, so feedback never makes an
+unchanged release look changed.
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ from movielens_als import __version__
 from movielens_als.errors import LandingError, QuarantineThresholdError
 from movielens_als.faults import failpoint
 from movielens_als.ids import new_run_id, utc_now
-from movielens_als.ingest import staging, validation
+from movielens_als.ingest import feedback, staging, validation
 from movielens_als.ingest.layouts import GENRES_100K, detect_layout
 from movielens_als.ingest.sources import GROUPLENS_BASE_URL, resolve_source
 from movielens_als.lakehouse import tables
-from movielens_als.lakehouse.names import Namespace
+from movielens_als.lakehouse.names import Namespace, payload_table
 from movielens_als.lakehouse.tables import Column, TableSpec
 from movielens_als.result import TaskResult
 
@@ -82,8 +86,14 @@ QUARANTINE = TableSpec(
         Column("line_number", "BIGINT", "1-based line number in that file"),
         Column("raw_line", "STRING", "the line as decoded"),
         Column("reason", "STRING", "why the row is not in its table"),
-        Column("kind", "STRING", "rejected (the row is invalid) or superseded (a later rating of the same movie won)"),
+        Column(
+            "kind",
+            "STRING",
+            "rejected (the row is invalid), superseded (a later rating of the same movie won) or feedback (a rating "
+            "harvested from the inference table that failed the same checks)",
+        ),
         Column("source_checksum", "STRING", "sha256 of the source, as in ingestion_runs.checksum"),
+        Column("request_id", "STRING", "feedback rows: the inference table's request id"),
     ),
 )
 INGESTION_RUNS = TableSpec(
@@ -114,6 +124,7 @@ def land(
     source: str | None = None,
     size: str = "100k",
     max_quarantine_fraction: float = 0.01,
+    endpoint_name: str | None = None,
     *,
     base_url: str = GROUPLENS_BASE_URL,
 ) -> TaskResult:
@@ -129,8 +140,11 @@ def land(
     source = {"source_checksum": checksum, "lander": __version__}
     base_row = {"run_id": run_id, "dataset": src.dataset, "source": src.origin, "checksum": checksum,
                 "started_at": started}  # fmt: skip
+    inference = payload_table(endpoint_name) if endpoint_name else None
+    scale = (layout.rating_min, layout.rating_max, layout.rating_step)
     if _landed(spark, namespace, source):
-        return _unchanged(spark, namespace, base_row)
+        merged = _feedback(spark, namespace, inference, scale, source)
+        return _unchanged(spark, namespace, base_row, merged)
 
     stage_dir = landing / "staged" / checksum[:16]
     staged: dict[str, DataFrame] = {}
@@ -160,8 +174,9 @@ def land(
         rejected.withColumn("kind", F.lit(REJECTED))
         .unionByName(superseded.withColumn("kind", F.lit(SUPERSEDED)))
         .withColumn("source_checksum", F.lit(checksum))
+        .withColumn("request_id", F.lit(None).cast("string"))
     )
-    tables.overwrite(spark, namespace, QUARANTINE, quarantine)
+    tables.overwrite(spark, namespace, QUARANTINE, quarantine.unionByName(_feedback_quarantined(spark, namespace)))
     quarantined, duplicates = _quarantine_counts(spark, namespace)
     base_row.update(rows_quarantined=quarantined, duplicates_resolved=duplicates)
     if quarantined > max_quarantine_fraction * lines:
@@ -176,17 +191,59 @@ def land(
     failpoint("land.wrote_movies")
     users_df = users if users is not None else spark.createDataFrame([], USERS.schema_ddl)
     tables.overwrite(spark, namespace, USERS, users_df)
-    tables.overwrite(spark, namespace, RATINGS, ratings, json.dumps(_marker(spark, namespace, source), sort_keys=True))
+    harvested = _harvest(spark, namespace, inference, scale)
+    failpoint("land.harvested")
+    # The release and every feedback rating, the later one of a (user, movie) winning, in the one ratings commit.
+    latest = feedback.latest_feedback(spark, namespace)
+    merged = feedback.changes_fn(ratings, latest).count() if latest is not None else 0
+    landed = feedback.apply_fn(ratings, latest) if merged else ratings
+    tables.overwrite(spark, namespace, RATINGS, landed, json.dumps(_marker(spark, namespace, source), sort_keys=True))
     shutil.rmtree(stage_dir, ignore_errors=True)  # this release's staged copies, a killed run's included
-    return _finish(spark, namespace, base_row, quarantined + duplicates, "succeeded")
+    counts = {**harvested, "feedback_merged": merged}
+    return _finish(spark, namespace, base_row, quarantined + duplicates, "succeeded", counts)
+
+
+def _harvest(spark: SparkSession, namespace: Namespace, inference: str | None, scale: tuple) -> dict[str, int]:
+    counts = feedback.harvest(spark, namespace, inference, QUARANTINE, scale) if inference else {}
+    return {f"feedback_{key}": value for key, value in counts.items()}
+
+
+def _feedback(
+    spark: SparkSession, namespace: Namespace, inference: str | None, scale: tuple, source: dict
+) -> dict[str, int]:
+    """On a release already landed: harvest, then merge what changes ratings, under the release's marker."""
+    harvested = _harvest(spark, namespace, inference, scale)
+    failpoint("land.harvested")
+    marker = json.dumps(_marker(spark, namespace, source), sort_keys=True)
+    return {**harvested, "feedback_merged": feedback.merge_into_ratings(spark, namespace, RATINGS, marker)}
+
+
+def _feedback_quarantined(spark: SparkSession, namespace: Namespace) -> DataFrame:
+    """The feedback rows in quarantine: a new release replaces the release's rows, not these."""
+    name = namespace.table(QUARANTINE.name)
+    if not tables.table_exists(spark, namespace, QUARANTINE.name):
+        return spark.createDataFrame([], QUARANTINE.schema_ddl)
+    tables.ensure_table(spark, namespace, QUARANTINE)  # a table from before request_id gains the column
+    return QUARANTINE.conform(spark.table(name).where(F.col("kind") == feedback.FEEDBACK_KIND))
 
 
 def _marker(spark: SparkSession, namespace: Namespace, source: dict) -> dict:
     """What the ratings commit records: the release, and the versions the other landed tables are at after it."""
     return {
         **source,
-        "versions": {spec.name: tables.table_version(spark, namespace, spec.name) for spec in LANDED[:-1]},
+        "versions": {spec.name: _landed_version(spark, namespace, spec.name) for spec in LANDED[:-1]},
     }
+
+
+def _landed_version(spark: SparkSession, namespace: Namespace, name: str) -> int | None:
+    """A table's latest version that a harvest did not write (its quarantine appends are tagged)."""
+    if not tables.table_exists(spark, namespace, name):
+        return None
+    history = spark.sql(f"DESCRIBE HISTORY {namespace.table(name)} LIMIT 100").select("version", "userMetadata")
+    for version, meta in history.collect():  # newest first
+        if meta != feedback.FEEDBACK_COMMIT:
+            return int(version)
+    return None
 
 
 def _landed(spark: SparkSession, namespace: Namespace, source: dict) -> bool:
@@ -200,16 +257,19 @@ def _landed(spark: SparkSession, namespace: Namespace, source: dict) -> bool:
     return recorded == _marker(spark, namespace, source)
 
 
-def _unchanged(spark: SparkSession, namespace: Namespace, base_row: dict) -> TaskResult:
-    """The release is already landed: log the run, rewrite nothing."""
+def _unchanged(spark: SparkSession, namespace: Namespace, base_row: dict, merged: dict[str, int]) -> TaskResult:
+    """The release is already landed: log the run, rewrite nothing of it."""
     quarantined, duplicates = _quarantine_counts(spark, namespace)
     base_row = dict(base_row, rows_quarantined=quarantined, duplicates_resolved=duplicates)
-    return _finish(spark, namespace, base_row, quarantined + duplicates, "unchanged")
+    return _finish(spark, namespace, base_row, quarantined + duplicates, "unchanged", merged)
 
 
-def _finish(spark: SparkSession, namespace: Namespace, base_row: dict, quarantine: int, status: str) -> TaskResult:
+def _finish(
+    spark: SparkSession, namespace: Namespace, base_row: dict, quarantine: int, status: str, merged: dict[str, int]
+) -> TaskResult:
     written = {spec.name: spark.table(namespace.table(spec.name)).count() for spec in (RATINGS, MOVIES, USERS)}
     written["quarantine"] = quarantine
+    written.update(merged)
     _log_run(spark, namespace, base_row, written, status, None)
     details = {"dataset": base_row["dataset"], "quarantined": base_row["rows_quarantined"],
                "duplicates_resolved": base_row["duplicates_resolved"], "run_id": base_row["run_id"],
