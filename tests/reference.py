@@ -6,11 +6,16 @@ own beside it. It is ``movielens-als run``'s own code path (:func:`run_job`: the
 bundle's YAML, every task, the summary and the report) on the session's classic Spark, into the building
 worker's lakehouse home; the other xdist worker waits for it on a file lock and reads its Delta tables by
 path (each process has its own catalog).
+
+Before the run, the serving endpoint's inference table holds what people sent it (:func:`seed_feedback`, written
+by ``serve``'s own logger): a new person's ratings, a known user re-rating a movie, and a rating off the scale. The
+run's land harvests them, so every DAG compared with this one (seeded the same way) proves the feedback loop too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import io
 import json
@@ -23,11 +28,17 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from movielens_als.bundle.config import plan_job
+from movielens_als.config import ENDPOINT_NAME
 from movielens_als.ingest.synth import synthesize
 from movielens_als.lakehouse.catalog import delta_path
+from movielens_als.lakehouse.names import payload_table
+from movielens_als.serving.inference import InferenceLog
 
 REPO = Path(__file__).resolve().parents[1]
-RATINGS, SEED = 5_000, 7  # 33 users, 921 rated movies
+RELEASE_RATINGS, SEED = 5_000, 7  # 33 users, 921 rated movies
+FEEDBACK_USER, FEEDBACK_MOVIES = 1_000_000_001, 8  # a new person who rated 8 movies through the endpoint
+RATINGS = RELEASE_RATINGS + FEEDBACK_MOVIES  # what ratings holds after land: the release and the feedback
+FEEDBACK_AT = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)  # after every rating of the release
 # The rating model's Spark ALS runs 20 iterations: more than a Spark Connect server's stack survives unless its
 # ALS checkpoints (the ranking model's iALS checkpoints every half-step by itself, so a few iterations do).
 GRID = {
@@ -56,8 +67,42 @@ def read_table(spark: SparkSession, home: Path, name: str, schema: str = SCHEMA)
 
 
 def write_release(folder: Path) -> Path:
-    synthesize(RATINGS, folder, seed=SEED)
+    synthesize(RELEASE_RATINGS, folder, seed=SEED)
     return folder
+
+
+@dataclass(frozen=True)
+class Feedback:
+    movies: list[int]  # the new person's, rated 5, 4.5, 4, ... in this order
+    user: int  # a user of the release, who re-rated ``rerated`` 0.5 stars
+    rerated: int
+
+
+def feedback_of(release: Path) -> Feedback:
+    with open(release / "ratings.csv") as f:
+        next(f)
+        first = next(f).split(",")
+    with open(release / "movies.csv") as f:
+        next(f)
+        movies = [int(line.split(",", 1)[0]) for _, line in zip(range(FEEDBACK_MOVIES), f, strict=False)]
+    return Feedback(movies, int(first[0]), int(first[1]))
+
+
+def seed_feedback(home: Path, schema: str, release: Path) -> Feedback:
+    """The requests people sent the endpoint, in its inference table under ``home``, as ``serve`` logs them."""
+    fb = feedback_of(release)
+    log = InferenceLog(delta_path(home, schema, payload_table(ENDPOINT_NAME)), "movielens_als_recommender-0", 3600)
+    requests = [
+        {"user_id": FEEDBACK_USER, "movie_ids": fb.movies, "ratings": [5 - i / 2 for i in range(len(fb.movies))]},
+        {"user_id": fb.user, "movie_ids": [fb.rerated], "ratings": [0.5]},
+        {"user_id": FEEDBACK_USER + 1, "movie_ids": [fb.movies[0]], "ratings": [9]},  # off the scale: quarantined
+        {"user_id": fb.user, "n": 10},  # no ratings: not feedback
+    ]
+    for i, request in enumerate(requests):
+        body = json.dumps({"dataframe_records": [request]})
+        log.record(FEEDBACK_AT + dt.timedelta(seconds=i), 200, 2, body, "{}", request_id=f"seeded-{i}")
+    log.close()
+    return fb
 
 
 def task_argv(home: Path, release: Path, schema: str, run_id: str) -> dict[str, list[str]]:
@@ -70,6 +115,7 @@ def build(home: Path, release: Path) -> Reference:
     """``movielens-als run`` on ``release`` in this process (its SparkSession is the active one, on ``home``)."""
     from movielens_als.bundle.runner import run_job
 
+    seed_feedback(home, SCHEMA, release)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = run_job(source=str(release), home=str(home), overrides=PARAMS, bundle_root=str(REPO))

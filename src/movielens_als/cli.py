@@ -39,7 +39,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "app":  # the champion in process and the tables through delta-rs: no Spark either
         from movielens_als.app.local import serve as serve_app
 
-        return serve_app(Namespace(args.catalog, args.schema), args.home, args.host, args.port)
+        return serve_app(Namespace(args.catalog, args.schema), args.home, args.host, args.port, args.endpoint_name)
     if args.command == "synth":
         from movielens_als.ingest.synth import synthesize
 

@@ -204,6 +204,9 @@ class Serve:
 class App:
     port: int = option(8000, "port of the local app (Databricks Apps listen on 8000 too)")
     host: str = option("127.0.0.1", "interface to listen on (0.0.0.0 serves other machines too)")
+    endpoint_name: str = option(
+        ENDPOINT_NAME, "endpoint it stands in for: its requests are logged to <name>_payload ('-' as '_') for land"
+    )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from movielens_als.commands import build_parser, execute
 from movielens_als.faults import KILL_AT, InjectedFailureError
 from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.names import Namespace
-from tests.reference import REPO, task_argv
+from tests.reference import REPO, seed_feedback, task_argv
 
 RUN_ID = "crash-run"
 DAG = ("land", "split", "train", "evaluate", "promote", "recommend", "publish")
@@ -63,6 +63,7 @@ def walk(spark, home, reference, tasks: tuple[str, ...], attempts: dict[str, lis
     order) and then re-run here: what each stop left, and each re-run's tables beside the reference's."""
     schema = Namespace("spark_catalog", f"crash_{uuid.uuid4().hex[:8]}")
     argv = task_argv(home, reference.release, schema.schema, RUN_ID)
+    seed_feedback(home, schema.schema, reference.release)
     expected = {t: rows(reference.table(spark, t)) for task in tasks for t in WRITES[task]}
     stops, reruns = [], {}
     for task in tasks:

@@ -4,6 +4,7 @@ the console stays clean, and the process keeps serving and stops on Ctrl-C. A sc
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -13,14 +14,17 @@ import urllib.request
 from urllib.parse import quote
 
 import pytest
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
+from movielens_als.lakehouse.catalog import delta_path
 from tests.integration.test_serve import free_port
 from tests.optional import require, unavailable
-from tests.reference import REPO
+from tests.reference import FEEDBACK_USER, REPO, SCHEMA, feedback_of
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SAVED: list[int] = []  # the user ids the save test was given
 
 
 @pytest.fixture(scope="module")
@@ -169,9 +173,29 @@ def test_an_empty_rating_list_is_a_message(app_url, page):
     assert answer == {"error": "rate at least one movie to see recommendations"}
 
 
-def test_the_app_stops_cleanly_on_ctrl_c(app_url):
+def test_saving_ratings_gives_new_people_distinct_ids_and_logs_them_for_the_next_run(reference, app_url, page):
+    _, url = app_url
+    page.goto(f"{url}/?view=rate")
+    movie = feedback_of(reference.release).movies[0]
+    saves = page.evaluate(
+        """movie => Promise.all([0, 1].map(() => fetch('/api/save', {method: 'POST',
+             headers: {'Content-Type': 'application/json'}, body: JSON.stringify({ratings: {[movie]: 4}})})
+           .then(r => r.json())))""",
+        movie,
+    )
+    ids = sorted(save["user_id"] for save in saves)
+    assert len(set(ids)) == 2 and ids[0] > FEEDBACK_USER, saves  # above MovieLens's ids and the ones given before
+    assert all(f"Saved as user {save['user_id']}" in save["html"] for save in saves)
+    assert page.problems == []
+    SAVED.extend(ids)  # checked in the inference table once Ctrl-C has flushed its log
+
+
+def test_the_app_stops_cleanly_on_ctrl_c_and_logged_the_saved_ratings(reference, app_url):
     process, _ = app_url
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert "app at http://127.0.0.1:" in output and "Traceback" not in output, output
+    logged = DeltaTable(str(delta_path(reference.home, SCHEMA, "movielens_als_payload"))).to_pandas()
+    users = {json.loads(r)["dataframe_records"][0].get("user_id") for r in logged["request"]}
+    assert SAVED and set(SAVED) <= users

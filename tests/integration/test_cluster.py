@@ -21,7 +21,16 @@ import pytest
 
 from movielens_als.lakehouse.cluster import standalone_cluster
 from movielens_als.lakehouse.spark import CORES_ENV, EXECUTOR_MEMORY_ENV, MASTER_ENV
-from tests.reference import PARAMS, REPO, assert_metrics_agree, assert_same_splits, assert_same_top_n, read_table
+from tests.reference import (
+    PARAMS,
+    REPO,
+    SCHEMA,
+    assert_metrics_agree,
+    assert_same_splits,
+    assert_same_top_n,
+    read_table,
+    seed_feedback,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +65,7 @@ def remote(reference, tmp_path_factory) -> Run:
     """`movielens-als run` on the cluster, watched about every second; the cluster stops in the context manager's
     finally, whatever happens."""
     home = tmp_path_factory.mktemp("cluster_home")
+    seed_feedback(home, SCHEMA, reference.release)  # what the reference's endpoint received, before its run
     env = {k: v for k, v in os.environ.items() if k not in (MASTER_ENV, CORES_ENV, EXECUTOR_MEMORY_ENV, "SPARK_REMOTE")}
     cmd = [sys.executable, "-m", "movielens_als.cli", "run", "--source", str(reference.release), "--home", str(home)]
     cmd += [arg for param in PARAMS for arg in ("--param", param)]

@@ -19,7 +19,16 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import no_java_path
-from tests.reference import PARAMS, REPO, assert_metrics_agree, assert_same_splits, assert_same_top_n, read_table
+from tests.reference import (
+    PARAMS,
+    REPO,
+    SCHEMA,
+    assert_metrics_agree,
+    assert_same_splits,
+    assert_same_top_n,
+    read_table,
+    seed_feedback,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +38,7 @@ def connect_run(reference, tmp_path_factory):
     """(home, run stdout, the counts `sql` printed, seconds): `movielens-als run` with SPARK_REMOTE=local and no
     Java installed, queried by two `movielens-als sql` processes (classic sessions of their own) once land is done."""
     home = tmp_path_factory.mktemp("connect_home")
+    seed_feedback(home, SCHEMA, reference.release)  # what the reference's endpoint received, before its run
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
     env |= {"SPARK_REMOTE": "local", "MOVIELENS_ALS_HOME": str(home), "PATH": no_java_path(home.parent / "bin")}
     cmd = [sys.executable, "-m", "movielens_als.cli", "run", "--source", str(reference.release), "--home", str(home)]

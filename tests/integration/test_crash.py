@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 # Every failpoint of each task, in the order the task reaches them.
 RAISED = {
-    "land": ["land.staged", "land.wrote_movies"],
+    "land": ["land.staged", "land.wrote_movies", "land.harvested"],  # the last: feedback in, ratings not yet
     "split": ["split.write"],
     "train": ["train.tuning", "train.logging", "train.logged"],  # before the fits; between two model logs; after
     "evaluate": ["evaluate.scored"],

@@ -15,9 +15,11 @@ import urllib.request
 
 import pandas as pd
 import pytest
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from tests.reference import REPO
+from movielens_als.lakehouse.catalog import delta_path
+from tests.reference import FEEDBACK_USER, REPO, SCHEMA
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +66,7 @@ def test_the_endpoint_answers_every_known_user_as_user_recommendations_holds(spa
     table = reference.table(spark, "user_recommendations").toPandas()
     users = sorted(table["user_id"].unique().tolist())
     assert len(users) == reference.table(spark, "ratings").select("user_id").distinct().count()
+    assert FEEDBACK_USER in users  # the person whose ratings came back through the inference table
     status, payload = invoke(url, [{"user_id": u, "n": 10} for u in users])
     assert status == 200, payload
     got = pd.DataFrame(payload["predictions"])
@@ -97,10 +100,20 @@ def test_the_endpoint_folds_in_fresh_ratings_falls_back_to_popular_and_survives_
     assert invoke(url, [{"user_id": user, "n": 3}])[0] == 200
 
 
-def test_serve_stops_cleanly_on_ctrl_c(served):
+def test_serve_stops_cleanly_on_ctrl_c_and_logged_every_request_in_the_inference_table(reference, served):
     server, _ = served
     server.send_signal(signal.SIGINT)
     output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
     assert "serving spark_catalog.movielens.movielens_als_recommender version 1 (champion)" in output
+    assert "requests are logged to movielens.movielens_als_payload" in output
     assert "Traceback" not in output, output
+    logged = DeltaTable(str(delta_path(reference.home, SCHEMA, "movielens_als_payload"))).to_pandas()
+    mine = logged[~logged["databricks_request_id"].str.startswith("seeded-")]
+    # The tests above: two answered batches and four refused requests, then one more answered.
+    statuses = mine["status_code"].tolist()
+    assert statuses.count(200) == 3 and len(statuses) == 7 and all(400 <= s < 500 for s in statuses if s != 200)
+    assert mine["databricks_request_id"].is_unique and (mine["served_entity_id"] == "movielens_als_recommender-1").all()
+    answered = mine[mine["status_code"] == 200]
+    assert all(json.loads(r)["predictions"] for r in answered["response"])
+    assert any('"movie_ids"' in r and '"user_id"' in r for r in answered["request"])

@@ -8,6 +8,9 @@ from typing import Protocol
 
 from movielens_als.errors import MovieLensAlsError
 
+# New people's user ids start here: above every MovieLens release's (ml-32m's largest is 200,948), below 2^31.
+NEW_USER_BASE = 1_000_000_000
+
 
 class AppError(MovieLensAlsError):
     """Something the person can fix or wait out (a bad id, an unknown title, a backend down): one line on the page."""
@@ -71,3 +74,6 @@ class Backend(Protocol):
         """The movie titled ``title`` exactly and its ``similar_movies`` rows, or None when no movie has that title."""
 
     def health(self) -> Health: ...
+
+    def new_user_id(self) -> int:
+        """An id no MovieLens user and no other new person has, also when two people save at once."""

@@ -2,11 +2,16 @@
 
 No JVM: the pyfunc answers with numpy, and the tables (catalogue-sized: movies, similar movies, the run logs) are
 read with ``deltalake`` and kept until their Delta version moves, so a page costs a log listing, not a table scan.
+It stands in for the serving endpoint, so it logs every request in the endpoint's inference table as ``serve``
+does; new people's ids come from a counter file under a lock in the lakehouse home, shared by every process.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,18 +20,22 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from mlflow.exceptions import MlflowException
 
-from movielens_als.app.backend import AppError, Health, Movie, Scale
+from movielens_als.app.backend import NEW_USER_BASE, AppError, Health, Movie, Scale
 from movielens_als.columns import ALL_GENRES
+from movielens_als.config import ENDPOINT_NAME
 from movielens_als.lakehouse.catalog import delta_path
-from movielens_als.lakehouse.names import Namespace
+from movielens_als.lakehouse.names import Namespace, payload_table
 from movielens_als.lakehouse.spark import lakehouse_home
 from movielens_als.ml import registry
 from movielens_als.serving.champion import champion_version, load_version
+from movielens_als.serving.inference import InferenceLog, now
 from movielens_als.serving.server import check_free
 
 
 class LocalBackend:
-    def __init__(self, namespace: Namespace, home: str | Path | None = None) -> None:
+    def __init__(
+        self, namespace: Namespace, home: str | Path | None = None, endpoint_name: str = ENDPOINT_NAME
+    ) -> None:
         registry.configure(home)
         self.namespace = namespace
         self.home = lakehouse_home(home)
@@ -35,6 +44,13 @@ class LocalBackend:
         self.recommender = self.model.unwrap_python_model().recommender
         self._tables: dict[str, tuple[int, pd.DataFrame]] = {}
         self._lock = threading.Lock()
+        name = registry.model_name(namespace, registry.RECOMMENDER_MODEL).rsplit(".", 1)[-1]
+        self.log = InferenceLog(
+            delta_path(self.home, namespace.schema, payload_table(endpoint_name)), f"{name}-{self.version}"
+        )
+
+    def close(self) -> None:
+        self.log.close()
 
     def describe(self) -> str:
         name = registry.model_name(self.namespace, registry.RECOMMENDER_MODEL)
@@ -47,11 +63,30 @@ class LocalBackend:
         return int(self.recommender.params["min_ratings"])
 
     def query(self, records: list[dict]) -> list[dict]:
+        received, began = now(), time.perf_counter()
+        request = json.dumps({"dataframe_records": records})
         try:
             answer = self.model.predict(pd.DataFrame(records))
         except MlflowException as exc:  # the request checks' message: the person's to fix
+            self.log.record(received, 400, _ms(began), request, json.dumps({"message": exc.message}))
             raise AppError(exc.message) from None
-        return answer.to_dict("records")
+        rows = answer.to_dict("records")
+        self.log.record(received, 200, _ms(began), request, json.dumps({"predictions": rows}, default=_plain))
+        return rows
+
+    def new_user_id(self) -> int:
+        counter = self.home / "app" / "new_users.json"
+        counter.parent.mkdir(parents=True, exist_ok=True)
+        with open(counter.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # every process on this home takes ids from the one counter
+            state = json.loads(counter.read_text()) if counter.is_file() else {}
+            taken = [state.get("next", NEW_USER_BASE) - 1, int(self.recommender.user_ids.max(initial=0))]
+            feedback = self._table("feedback", missing_ok=True)
+            if feedback is not None and len(feedback):
+                taken.append(int(feedback["user_id"].max()))
+            user_id = max(NEW_USER_BASE, max(taken) + 1)
+            counter.write_text(json.dumps({"next": user_id + 1}))
+        return user_id
 
     def movies(self, ids: Iterable[int]) -> dict[int, Movie]:
         table = self._table("movies")
@@ -86,12 +121,14 @@ class LocalBackend:
         return Health(self.version, _last(run, "finished_at"), _last(self._table("promotions"), "decided_at"),
                       _last(self._table("serving_health"), "checked_at"))  # fmt: skip
 
-    def _table(self, name: str) -> pd.DataFrame:
+    def _table(self, name: str, missing_ok: bool = False) -> pd.DataFrame | None:
         """The table as of its latest Delta version, read again only when that version moved."""
         path = delta_path(self.home, self.namespace.schema, name)
         try:
             table = DeltaTable(str(path))
         except TableNotFoundError:
+            if missing_ok:
+                return None
             raise AppError(f"table {self.namespace.schema}.{name} is missing: run `movielens-als run` first") from None
         version = table.version()
         with self._lock:
@@ -100,6 +137,17 @@ class LocalBackend:
                 cached = (version, table.to_pandas())
                 self._tables[name] = cached
         return cached[1]
+
+
+def _ms(began: float) -> int:
+    return round((time.perf_counter() - began) * 1000)
+
+
+def _plain(value):
+    """JSON for numpy scalars and missing values in an answer row."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _movie(row) -> Movie:
@@ -113,15 +161,20 @@ def _last(frame: pd.DataFrame, by: str) -> dict | None:
     return frame.sort_values(by).iloc[-1].to_dict()
 
 
-def serve(namespace: Namespace, home: str | Path | None, host: str, port: int) -> int:
+def serve(
+    namespace: Namespace, home: str | Path | None, host: str, port: int, endpoint_name: str = ENDPOINT_NAME
+) -> int:
     """``movielens-als app``: the app on ``http://host:port/`` over the local champion and lakehouse until Ctrl-C."""
     import uvicorn
 
     from movielens_als.app.web import create_app
 
     check_free(host, port)
-    backend = LocalBackend(namespace, home)
+    backend = LocalBackend(namespace, home, endpoint_name)
     print(f"app at http://{host}:{port}/ ({backend.describe()}); Ctrl-C stops", flush=True)
-    uvicorn.run(create_app(backend), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(backend), host=host, port=port, log_level="warning")
+    finally:
+        backend.close()
     print("stopped", flush=True)
     return 0

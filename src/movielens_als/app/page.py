@@ -96,8 +96,17 @@ def rate(scale: Scale, min_ratings: int) -> str:
         f"ratings in: from {min_ratings} known ratings on, the list is yours.</p>"
         '<form id="search-form" onsubmit="return false"><input id="search" placeholder="Title, e.g. Star Wars" '
         'size="40" autocomplete="off"></form><ul id="results"></ul><h3>Your ratings</h3><ul id="rated"></ul>'
+        '<p><button type="button" id="save" disabled>Save my ratings</button> '
+        '<span class="meta">gives you a user id; the next run trains on your ratings</span></p>'
         '<h3>Recommended for you</h3><div id="answer"></div>'
         f'<script>const STARS={json.dumps(options)};</script><script src="/static/rate.js"></script>'
+    )
+
+
+def saved(user_id: int) -> str:
+    return (
+        f'<p id="saved" data-user-id="{user_id}">Saved as user {user_id}. After the next run, '
+        f'<a href="/?user={user_id}">/?user={user_id}</a> shows recommendations of your own.</p>'
     )
 
 

@@ -18,7 +18,13 @@ async function search(){const q=document.getElementById('search').value.trim();c
 function drawRated(){document.getElementById('rated').replaceChildren(...[...rated].map(([id,r])=>{
  const e=li(esc(r.title)+' <b>'+r.rating+'</b> <button type="button">remove</button>');e.dataset.movieId=id;
  e.querySelector('button').onclick=()=>{rated.delete(id);drawRated();recommend();};return e;}));}
-async function recommend(){const answer=document.getElementById('answer');if(!rated.size){answer.replaceChildren();return;}
+function body(){return JSON.stringify({ratings:Object.fromEntries([...rated].map(([id,r])=>[id,r.rating]))});}
+async function save(){if(!rated.size)return;const answer=document.getElementById('answer');
+ const b=await call('/api/save',{method:'POST',headers:{'Content-Type':'application/json'},body:body()});
+ if(b){answer.innerHTML=b.html;rated.clear();drawRated();document.getElementById('save').disabled=true;}}
+document.getElementById('save').addEventListener('click',save);
+async function recommend(){const answer=document.getElementById('answer');
+ document.getElementById('save').disabled=!rated.size;if(!rated.size){answer.replaceChildren();return;}
  const ratings=Object.fromEntries([...rated].map(([id,r])=>[id,r.rating]));
  const body=await call('/api/rate',{method:'POST',headers:{'Content-Type':'application/json'},body:JSON.stringify({ratings})});
  if(body)answer.innerHTML=body.html;}

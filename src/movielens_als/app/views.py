@@ -41,6 +41,19 @@ def for_you(backend: Backend, user: str) -> tuple[int, Answer]:
 
 def rate_and_see(backend: Backend, ratings: dict) -> Answer:
     """Fresh ratings folded in (``folded``), or the popular movies below ``min_ratings`` (``popular``)."""
+    movie_ids, values = _ratings(backend, ratings)
+    return _answer(backend, {"movie_ids": movie_ids, "ratings": values, "n": TOP_N})
+
+
+def save(backend: Backend, ratings: dict) -> tuple[int, Answer]:
+    """Give the person a new user id and send their ratings with it: the endpoint logs the request in its inference
+    table, where the next run's land harvests them (so that user gets personal recommendations after it)."""
+    movie_ids, values = _ratings(backend, ratings)
+    user_id = backend.new_user_id()
+    return user_id, _answer(backend, {"user_id": user_id, "movie_ids": movie_ids, "ratings": values, "n": TOP_N})
+
+
+def _ratings(backend: Backend, ratings: dict) -> tuple[list[int], list[float]]:
     if not isinstance(ratings, dict) or not ratings:
         raise AppError("rate at least one movie to see recommendations")
     if len(ratings) > MAX_RATED:
@@ -59,7 +72,7 @@ def rate_and_see(backend: Backend, ratings: dict) -> Answer:
             )
         movie_ids.append(movie_id)
         values.append(float(value))
-    return _answer(backend, {"movie_ids": movie_ids, "ratings": values, "n": TOP_N})
+    return movie_ids, values
 
 
 def similar(backend: Backend, title: str) -> tuple[Movie, list[tuple[Movie, float]]]:

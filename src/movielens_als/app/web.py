@@ -47,6 +47,20 @@ def create_app(backend: Backend) -> FastAPI:
         ratings = body.get("ratings") if isinstance(body, dict) else None
         return await run_in_threadpool(_json, lambda: {"html": page.picks(views.rate_and_see(backend, ratings))})
 
+    @app.post("/api/save")
+    async def save(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": 'the request body must be JSON: {"ratings": {"<movie id>": <rating>}}'})
+        ratings = body.get("ratings") if isinstance(body, dict) else None
+
+        def saved() -> dict:
+            user_id, answer = views.save(backend, ratings)
+            return {"user_id": user_id, "html": page.saved(user_id) + page.picks(answer)}
+
+        return await run_in_threadpool(_json, saved)
+
     @app.get("/static/rate.js")
     async def script() -> PlainTextResponse:
         return PlainTextResponse(_SCRIPT, media_type="text/javascript")

@@ -7,13 +7,14 @@ tables are in, and its version is the champion shown on *Health*. Every value in
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
 
 import requests
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import BadRequest, DatabricksError, InvalidParameterValue
 
-from movielens_als.app.backend import AppError, Health, Movie, Scale
+from movielens_als.app.backend import NEW_USER_BASE, AppError, Health, Movie, Scale
 from movielens_als.columns import ALL_GENRES
 from movielens_als.config import RECOMMEND
 from movielens_als.errors import MovieLensAlsError, first_line
@@ -22,6 +23,11 @@ from movielens_als.lakehouse.statements import check, execute, fetch
 
 STATEMENT_TIMEOUT = 30.0  # seconds: a page waits for a statement at most this long (a cold warehouse takes longer)
 _MOVIE_COLUMNS = "movie_id, title, year, genres"
+_APP_USERS_DDL = (
+    "CREATE TABLE IF NOT EXISTS app_users (user_id BIGINT GENERATED ALWAYS AS IDENTITY "
+    f"(START WITH {NEW_USER_BASE}) COMMENT 'New person saved by the app', token STRING COMMENT 'The save call', "
+    "created_at TIMESTAMP COMMENT 'UTC time of the save') COMMENT 'User ids the app gave new people'"
+)
 
 
 class WorkspaceBackend:
@@ -106,6 +112,16 @@ class WorkspaceBackend:
         decision = self._rows("SELECT * FROM promotions ORDER BY decided_at DESC", 1)
         serving = self._rows("SELECT * FROM serving_health ORDER BY checked_at DESC", 1)
         return Health(self.version, *(rows[0] if rows else None for rows in (run, decision, serving)))
+
+    def new_user_id(self) -> int:
+        """An identity column numbers new people: unique under concurrent inserts, above every MovieLens id."""
+        token = str(uuid.uuid4())
+        self._rows(_APP_USERS_DDL)
+        self._rows("INSERT INTO app_users (token, created_at) VALUES (:token, current_timestamp())", token=token)
+        rows = self._rows("SELECT user_id FROM app_users WHERE token = :token", 1, token=token)
+        if not rows:
+            raise AppError("saving failed: the new user id was not found; try again")
+        return int(rows[0]["user_id"])
 
     def _rows(self, statement: str, limit: int | None = None, **parameters) -> list[dict]:
         def run() -> list[dict]:

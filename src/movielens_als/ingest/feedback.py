@@ -40,7 +40,8 @@ FEEDBACK = TableSpec(
     ),
 )
 FEEDBACK_KIND = "feedback"  # quarantine.kind of a rejected feedback row
-FEEDBACK_COMMIT = json.dumps({"feedback": True})  # userMetadata of the commits a harvest adds to quarantine
+QUARANTINE_TABLE = "quarantine"
+FEEDBACK_COMMIT = json.dumps({"feedback": True})  # userMetadata of quarantine appends of a harvest alone
 GRACE = timedelta(minutes=10)  # rows logged up to this late behind the newest harvested one are still harvested
 _RECORDS = "struct<dataframe_records: array<struct<user_id: string, movie_ids: array<string>, ratings: array<string>>>>"
 _INT = r"^-?[0-9]+(\.0+)?$"
@@ -122,12 +123,19 @@ def latest_fn(feedback: DataFrame) -> DataFrame:
 
 
 def harvest(
-    spark: SparkSession, namespace: Namespace, inference: str, quarantine: TableSpec, scale: tuple[float, float, float]
-) -> dict[str, int]:
-    """Add the requests logged since the last harvest to ``feedback`` (and bad rows to ``quarantine``)."""
+    spark: SparkSession, namespace: Namespace, inference: str, movies: DataFrame, scale: tuple[float, float, float]
+) -> tuple[dict[str, int], DataFrame | None]:
+    """Add the ratings requested since the last harvest to ``feedback``; (counts, the rejected rows not yet in
+    quarantine, in its columns, for the caller to write there: with the release's rows, or tagged on their own).
+
+    ``movies``: the catalogue the ratings must name (the release being landed, or the landed one).
+    """
+    none = {"harvested": 0, "quarantined": 0}, None
     # Locally another process (``serve``) may have created the table since this session opened the lakehouse.
-    if not tables.table_exists(spark, namespace, inference) and not tables.register_location(spark, namespace, inference):
-        return {"harvested": 0, "quarantined": 0}
+    if not tables.table_exists(spark, namespace, inference) and not tables.register_location(
+        spark, namespace, inference
+    ):
+        return none
     tables.ensure_table(spark, namespace, FEEDBACK)
     mark = _mark(spark, namespace)
     requests = spark.table(namespace.table(inference))
@@ -135,19 +143,18 @@ def harvest(
         requests = requests.where(F.col("request_time") > F.lit(mark - GRACE))
     newest = requests.agg(F.max("request_time")).first()[0]
     if newest is None:
-        return {"harvested": 0, "quarantined": 0}
-    good, bad = check_fn(ratings_fn(requests), spark.table(namespace.table("movies")), *scale)
-    good = good.withColumn("landed_at", F.lit(utc_now()))
-    quarantined = _add_quarantined(spark, namespace, quarantine, bad, inference)
+        return none
+    good, bad = check_fn(ratings_fn(requests), movies, *scale)
+    rejected = _not_quarantined(spark, namespace, _quarantine_rows_fn(bad, inference))
     feedback = namespace.table(FEEDBACK.name)
     before = spark.table(feedback).count()
-    good.createOrReplaceTempView("_feedback_new")
+    good.withColumn("landed_at", F.lit(utc_now())).createOrReplaceTempView("_feedback_new")
     with commit_metadata(spark, json.dumps({"harvested_through": str(newest)})):
         spark.sql(
             f"MERGE INTO {feedback} AS t USING _feedback_new AS s "
             "ON t.request_id = s.request_id AND t.movie_id = s.movie_id WHEN NOT MATCHED THEN INSERT *"
         )
-    return {"harvested": spark.table(feedback).count() - before, "quarantined": quarantined}
+    return {"harvested": spark.table(feedback).count() - before, "quarantined": rejected.count()}, rejected
 
 
 def latest_feedback(spark: SparkSession, namespace: Namespace) -> DataFrame | None:
@@ -206,23 +213,23 @@ def _mark(spark: SparkSession, namespace: Namespace) -> datetime | None:
     return None
 
 
-def _add_quarantined(spark, namespace, quarantine: TableSpec, bad: DataFrame, inference: str) -> int:
-    """Bad rows into quarantine unless already there (a request harvested twice is quarantined once)."""
-    rows = bad.select(
+def _quarantine_rows_fn(bad: DataFrame, inference: str) -> DataFrame:
+    """Rejected feedback in quarantine's columns: the request's record as its raw line, the request id beside it."""
+    return bad.select(
         F.lit(inference).alias("file"), F.lit(None).cast("bigint").alias("line_number"), F.col("raw").alias("raw_line"),
         "reason", F.lit(FEEDBACK_KIND).alias("kind"), F.lit(None).cast("string").alias("source_checksum"), "request_id",
     ).dropDuplicates(["request_id", "raw_line", "reason"])  # fmt: skip
-    name = tables.ensure_table(spark, namespace, quarantine)
-    fresh = rows.join(
-        spark.table(name).where(F.col("kind") == FEEDBACK_KIND).select("request_id", "raw_line", "reason"),
-        ["request_id", "raw_line", "reason"],
-        "left_anti",
-    )
-    count = fresh.count()
-    if count:
-        with commit_metadata(spark, FEEDBACK_COMMIT):
-            tables.append(spark, namespace, quarantine, fresh)
-    return count
+
+
+def _not_quarantined(spark: SparkSession, namespace: Namespace, rows: DataFrame) -> DataFrame:
+    """``rows`` not in quarantine yet: a request harvested twice is quarantined once."""
+    if not tables.table_exists(spark, namespace, QUARANTINE_TABLE):
+        return rows
+    there = spark.table(namespace.table(QUARANTINE_TABLE))
+    if "request_id" not in there.columns:  # a quarantine from before feedback holds none
+        return rows
+    keys = ["request_id", "raw_line", "reason"]
+    return rows.join(there.where(F.col("kind") == FEEDBACK_KIND).select(*keys), keys, "left_anti")
 
 
 @contextmanager

@@ -38,6 +38,7 @@ SERVING_HEALTH = TableSpec(
         Column("score_p05", "DOUBLE", "5th percentile of the served scores"),
         Column("score_p50", "DOUBLE", "Median served score"),
         Column("score_p95", "DOUBLE", "95th percentile of the served scores"),
+        Column("users_added", "BIGINT", "Users served now and not before: new in the ratings, feedback's new people"),
     ),
 )
 
@@ -83,6 +84,7 @@ def serving_health_fn(
         "churn": None,
         "mean_overlap": None,
         "previous_coverage": None,
+        "users_added": None,
     }
     if previous is None:
         return out
@@ -92,6 +94,7 @@ def serving_health_fn(
     both = new.join(old, USER, "left")
     changed = both.agg(
         F.count_if(F.col("old").isNull() | (F.col("new") != F.col("old"))).alias("changed"),
+        F.count_if(F.col("old").isNull()).alias("added"),
         F.avg(
             F.when(F.col("old").isNotNull(), F.size(F.array_intersect("new_set", "old_set")) / F.size("new_set"))
         ).alias("overlap"),
@@ -99,6 +102,7 @@ def serving_health_fn(
     before = previous.agg(F.countDistinct(ITEM).alias("movies"), F.max("model_version").alias("version")).first()
     out.update(
         users_changed=changed["changed"],
+        users_added=changed["added"],
         churn=changed["changed"] / row["users"] if row["users"] else 0.0,
         mean_overlap=changed["overlap"],
         previous_coverage=before["movies"] / rated if rated else 0.0,

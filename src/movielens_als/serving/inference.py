@@ -48,9 +48,9 @@ class InferenceLog:
         self._thread.start()
 
     def record(self, received: datetime, status: int, duration_ms: int, request: str, response: str,
-               client_request_id: str | None = None) -> str:  # fmt: skip
-        """Buffer one answered request; its request id."""
-        request_id = str(uuid.uuid4())
+               client_request_id: str | None = None, request_id: str | None = None) -> str:  # fmt: skip
+        """Buffer one answered request; its request id (a new UUID unless given)."""
+        request_id = request_id or str(uuid.uuid4())
         row = {
             "request_date": received.date(), "databricks_request_id": request_id,
             "client_request_id": client_request_id, "request_time": received, "status_code": status,

@@ -3,13 +3,14 @@
 Order of work, so a failure never leaves a mix of old and new tables:
 1. resolve and check the source (download, md5, zip integrity) and stage every file;
    archive-level faults stop here, before any table is touched;
-2. validate in Spark and replace ``quarantine``;
+2. validate in Spark, harvest the feedback logged since the last run into ``feedback``
+   (:mod:`..ingest.feedback`), and replace ``quarantine`` with the release's and the feedback's rejected rows;
 3. if too many rows were quarantined, log the run as failed and stop, good tables unchanged;
-4. replace ``movies``, ``users`` and ``ratings`` (each one Delta commit of deterministic
-   content, so a re-run after a crash between two writes converges on the same state);
-5. harvest the feedback logged since the last run and merge it into ``ratings`` (:mod:`..ingest.feedback`: one
-   MERGE, the later rating winning), on a new release and on an unchanged one alike;
-6. append the run to ``ingestion_runs``.
+4. replace ``movies``, ``users`` and ``ratings`` (each one Delta commit of deterministic content, ratings the
+   release with every feedback rating applied, the later one winning, so a re-run after a crash between two
+   writes converges on the same state);
+5. append the run to ``ingestion_runs``.
+An unchanged release skips 2-4 but for the harvest, whose ratings go in with one MERGE (none when nothing changes).
 
 The ratings commit (written last) records the source checksum and the versions the other landed
 tables reached (``userMetadata``): when the same release is landed again by the same lander and
@@ -176,7 +177,13 @@ def land(
         .withColumn("source_checksum", F.lit(checksum))
         .withColumn("request_id", F.lit(None).cast("string"))
     )
-    tables.overwrite(spark, namespace, QUARANTINE, quarantine.unionByName(_feedback_quarantined(spark, namespace)))
+    # Feedback first, so that its rejected rows go into the one quarantine commit with the release's.
+    harvested, rejected_feedback = _harvest(spark, namespace, inference, movies, scale)
+    failpoint("land.harvested")
+    kept = _feedback_quarantined(spark, namespace)
+    if rejected_feedback is not None:
+        kept = kept.unionByName(rejected_feedback)
+    tables.overwrite(spark, namespace, QUARANTINE, quarantine.unionByName(kept))
     quarantined, duplicates = _quarantine_counts(spark, namespace)
     base_row.update(rows_quarantined=quarantined, duplicates_resolved=duplicates)
     if quarantined > max_quarantine_fraction * lines:
@@ -191,8 +198,6 @@ def land(
     failpoint("land.wrote_movies")
     users_df = users if users is not None else spark.createDataFrame([], USERS.schema_ddl)
     tables.overwrite(spark, namespace, USERS, users_df)
-    harvested = _harvest(spark, namespace, inference, scale)
-    failpoint("land.harvested")
     # The release and every feedback rating, the later one of a (user, movie) winning, in the one ratings commit.
     latest = feedback.latest_feedback(spark, namespace)
     merged = feedback.changes_fn(ratings, latest).count() if latest is not None else 0
@@ -203,17 +208,24 @@ def land(
     return _finish(spark, namespace, base_row, quarantined + duplicates, "succeeded", counts)
 
 
-def _harvest(spark: SparkSession, namespace: Namespace, inference: str | None, scale: tuple) -> dict[str, int]:
-    counts = feedback.harvest(spark, namespace, inference, QUARANTINE, scale) if inference else {}
-    return {f"feedback_{key}": value for key, value in counts.items()}
+def _harvest(
+    spark: SparkSession, namespace: Namespace, inference: str | None, movies: DataFrame, scale: tuple
+) -> tuple[dict[str, int], DataFrame | None]:
+    if not inference:
+        return {}, None
+    counts, rejected = feedback.harvest(spark, namespace, inference, movies, scale)
+    return {f"feedback_{key}": value for key, value in counts.items()}, rejected
 
 
 def _feedback(
     spark: SparkSession, namespace: Namespace, inference: str | None, scale: tuple, source: dict
 ) -> dict[str, int]:
     """On a release already landed: harvest, then merge what changes ratings, under the release's marker."""
-    harvested = _harvest(spark, namespace, inference, scale)
+    harvested, rejected = _harvest(spark, namespace, inference, spark.table(namespace.table(MOVIES.name)), scale)
     failpoint("land.harvested")
+    if rejected is not None and harvested["feedback_quarantined"]:
+        with feedback.commit_metadata(spark, feedback.FEEDBACK_COMMIT):  # tagged: the release stays landed
+            tables.append(spark, namespace, QUARANTINE, rejected)
     marker = json.dumps(_marker(spark, namespace, source), sort_keys=True)
     return {**harvested, "feedback_merged": feedback.merge_into_ratings(spark, namespace, RATINGS, marker)}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from databricks.sdk import WorkspaceClient
@@ -38,6 +39,7 @@ class FakeWorkspace:
     def __init__(self) -> None:
         self.statements: list[dict] = []
         self.invocations: list[dict] = []
+        self.app_users: list[str] = []
         self.host = ""
         self.down = False
         self._lock = threading.Lock()
@@ -75,7 +77,15 @@ class FakeWorkspace:
         assert (body["catalog"], body["schema"], body["warehouse_id"]) == ("main", "movielens", WAREHOUSE)
         params = {p["name"]: p.get("value") for p in body.get("parameters") or []}
         text = body["statement"]
+        if text.startswith("CREATE TABLE IF NOT EXISTS app_users"):
+            return {"statement_id": "s0", "status": {"state": "SUCCEEDED"}}
         assert not re.search(r"'[^']*'", text.replace("'array<int>'", "")), text  # no literal formatted in
+        if text.startswith("INSERT INTO app_users"):
+            self.app_users.append(params["token"])  # the identity column numbers rows in commit order
+            return {"statement_id": "s0", "status": {"state": "SUCCEEDED"}}
+        if text.startswith("SELECT user_id FROM app_users"):
+            found = [[str(1_000_000_000 + i)] for i, token in enumerate(self.app_users) if token == params["token"]]
+            return self._result(["user_id"], found, kinds=[int])
         if "FROM movies WHERE array_contains" in text:
             rows = [self._movie(m) for m in json.loads(params["ids"]) if m in MOVIES]
         elif "FROM movies WHERE title = :title" in text:
@@ -187,3 +197,15 @@ def test_the_app_starts_before_the_endpoint_answers_and_connects_on_a_later_page
     assert 'data-source="personal"' in page
     with pytest.raises(AppError, match="DATABRICKS_WAREHOUSE_ID not set"):
         backend_from_env({"MOVIELENS_ALS_SERVING_ENDPOINT": ENDPOINT})
+
+
+def test_saving_ratings_gives_a_new_user_id_and_sends_the_ratings_with_it(fake, backend):
+    client = TestClient(create_app(backend))
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: client.post("/api/save", json={"ratings": {"50": 5, "1": 3}}).json(), [0, 1]))
+    ids = sorted(answer["user_id"] for answer in answers)
+    assert ids == [1_000_000_000, 1_000_000_001] and all("Saved as user" in a["html"] for a in answers)
+    sent = [i["dataframe_records"][0] for i in fake.invocations]
+    assert sorted(r["user_id"] for r in sent) == ids and all(r["movie_ids"] == [50, 1] for r in sent)
+    tokens = [p["value"] for s in fake.statements for p in s.get("parameters") or [] if p["name"] == "token"]
+    assert len(set(tokens)) == 2 and len(tokens) == 4  # each save inserts its own token and reads its own id back

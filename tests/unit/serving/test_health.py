@@ -29,6 +29,7 @@ def test_serving_health_by_hand(spark):
     assert health == {
         "users_served": 4,
         "users_changed": 3,
+        "users_added": 1,  # user 6
         "churn": 0.75,
         "mean_overlap": pytest.approx((1 + 1 + 0.5) / 3),
         "catalog_coverage": 1.0,
@@ -45,6 +46,7 @@ def test_serving_health_by_hand(spark):
     assert alerts(health, Thresholds(max_churn=0.9, max_coverage_drop=0.1)) == []
     first = serving_health_fn(current, None, ratings, min_ratings=3)
     assert (first["users_changed"], first["churn"], first["champion_version_before"]) == (None, None, None)
+    assert first["users_added"] is None
     assert alerts({**first, "catalog_coverage": 0.2, "previous_coverage": 0.9}, Thresholds(1.0, 0.5)) == [
         "catalogue coverage fell by 0.700 (more than 0.5)"
     ]

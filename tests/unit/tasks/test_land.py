@@ -34,7 +34,7 @@ def rows(spark, ns: Namespace, table: str, order: str):
 def test_land_ml100k_folder_writes_typed_ratings_movies_users(spark, namespace, storage, tmp_path):
     result = land(spark, namespace, storage, source=str(write_ml100k(tmp_path / "ml-100k")))
 
-    assert result.rows == {"ratings": 6, "movies": 4, "users": 3, "quarantine": 0}
+    assert result.rows == {"ratings": 6, "movies": 4, "users": 3, "quarantine": 0, "feedback_merged": 0}
     expected_ratings = spark.createDataFrame(
         [
             (1, 1, 5.0, ts(874965758)),
@@ -149,7 +149,7 @@ def test_malformed_rows_go_to_quarantine_with_file_line_raw_text_and_reason(spar
         ],
         "file STRING, line_number BIGINT, raw_line STRING, reason STRING, kind STRING",
     )
-    actual = rows(spark, namespace, "quarantine", "file,line_number").drop("source_checksum")
+    actual = rows(spark, namespace, "quarantine", "file,line_number").drop("source_checksum", "request_id")
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_metadata=True)
     assert result.rows["ratings"] == 6 and result.details["quarantined"] == 9
 
