@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from movielens_als.bundle.resolver import BundleError, Resolver, scalar
+from movielens_als.config import ENDPOINT_NAME
 from movielens_als.ids import new_run_id
 from movielens_als.lakehouse.names import LOCAL_CATALOG
 
@@ -279,6 +280,15 @@ def plan_job(
         original = Resolver(resolved, env=env, user=user, target=target_name).variable("catalog")
         if original != LOCAL_CATALOG:
             notes.append(f"catalog {original!r} of target {target_name!r} is {LOCAL_CATALOG!r} locally")
+    if "serving_endpoint_name" in declared:
+        # Locally one process stands in for the endpoint (``serve``, and the app): it logs to this name's inference
+        # table, which land harvests. A target's per-developer name would point land at a table nobody writes.
+        forced["serving_endpoint_name"] = ENDPOINT_NAME
+        original = Resolver(resolved, env=env, user=user, target=target_name).variable("serving_endpoint_name")
+        if original != ENDPOINT_NAME:
+            notes.append(
+                f"serving endpoint {original!r} of target {target_name!r} is serve's {ENDPOINT_NAME!r} locally"
+            )
     resolver = Resolver(resolved, forced, env=env, user=user, target=target_name)
     jobs = (resolved.get("resources") or {}).get("jobs") or {}
     if job not in jobs:

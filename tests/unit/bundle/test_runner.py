@@ -221,7 +221,10 @@ def test_plan_of_the_projects_bundle_runs_the_dag_locally_with_one_run_id():
     for key in ("train", "evaluate", "promote"):
         assert argv[key][argv[key].index("--run-id") + 1] == "r1"
     assert argv["recommend"][argv["recommend"].index("--top-n") + 1] == "10"
-    assert argv["deploy"][argv["deploy"].index("--endpoint-name") + 1] == "movielens-als-dev"  # the dev target's
+    # Locally serve stands in for the dev target's per-developer endpoint: land harvests what it logs.
+    for key in ("land", "deploy"):
+        assert argv[key][argv[key].index("--endpoint-name") + 1] == "movielens-als"
+    assert any("'movielens-als-dev' of target 'dev' is serve's 'movielens-als'" in note for note in plan.notes)
     assert any("'main' of target 'dev' is 'spark_catalog'" in note for note in plan.notes)
 
 
