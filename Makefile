@@ -10,7 +10,7 @@ MOVIELENS_100K ?=
 SOURCE := $(if $(MOVIELENS_100K),--source $(MOVIELENS_100K),)
 PYTEST_ARGS ?=
 
-.PHONY: run app run-cluster test test-unit lint format install benchmark bench-scale bench-serve bench-quality bench-loop bench-app wheel clean
+.PHONY: run app run-cluster test test-unit lint format install benchmark bench-scale bench-serve bench-quality bench-loop bench-app bench-feedback wheel clean
 
 run: install
 	$(BIN)/movielens-als run $(SOURCE)
@@ -66,6 +66,11 @@ bench-quality: install
 
 bench-loop: install
 	$(BIN)/python benchmarks/local_loop.py
+
+# Seconds the feedback harvest and merge add to land (FEEDBACK_SIZES=100k,5m; 5m is synthesized once into WORK).
+FEEDBACK_SIZES ?= 100k,5m
+bench-feedback: install
+	MOVIELENS_100K=$(MOVIELENS_100K) $(BIN)/python benchmarks/feedback.py --sizes $(FEEDBACK_SIZES)
 
 # Page latency of `movielens-als app` on the lakehouse `make run` left (p50/p99 per view), and its screenshots.
 bench-app: install
