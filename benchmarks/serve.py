@@ -7,7 +7,8 @@ measured: Spark reads the ratings (100k: the real ml-100k at $MOVIELENS_100K; 25
 synth`` release, cached in the work folder), fits the ranking model on all of them (100k: the default
 grid's ranking point; 25m: the scale benchmark's, rank 16, 10 iterations), ``save_recommender`` writes
 the artifacts and ``mlflow.pyfunc.save_model`` a local pyfunc model (no registry or tracking server). A
-fresh process times ``mlflow.pyfunc.load_model``; another serves ``create_app(model)`` under uvicorn on
+fresh process times ``mlflow.pyfunc.load_model``; another serves ``create_app(model, log)`` (every request logged
+to an inference table, as ``serve`` does) under uvicorn on
 a free 127.0.0.1 port. Keep-alive ``http.client`` connections (one per client thread) then send
 ``--requests`` sequential requests and, from 8 concurrent clients, requests for ``--seconds``; each
 workload is warmed up with 20 uncounted requests. Known users: ``{"user_id": u, "n": 10}`` for users with
@@ -101,13 +102,21 @@ def load(model: Path) -> None:
     print(json.dumps({"load_s": seconds, "users": users.tolist(), "movies": rec.item_ids.tolist(), "scale": scale}))
 
 
-def serve(model: Path, port: int) -> None:
+def serve(model: Path, port: int, logged: bool = True) -> None:
     import mlflow
     import uvicorn
 
+    from movielens_als.serving.inference import InferenceLog
     from movielens_als.serving.server import create_app
 
-    uvicorn.run(create_app(mlflow.pyfunc.load_model(str(model))), host="127.0.0.1", port=port, log_level="warning")
+    # As `serve` runs: every request logged to an inference table (here beside the model), flushed each second.
+    log = InferenceLog(model.parent / f"{model.name}_payload", "recommender-bench") if logged else None
+    try:
+        uvicorn.run(create_app(mlflow.pyfunc.load_model(str(model)), log), host="127.0.0.1", port=port,
+                    log_level="warning")  # fmt: skip
+    finally:
+        if log is not None:
+            log.close()
 
 
 def run(*args: str, log: Path, env: dict | None = None) -> str:
@@ -210,7 +219,8 @@ def bench_size(size: str, work: Path, n_ratings: int, args: argparse.Namespace) 
         s.bind(("127.0.0.1", 0))
         port, log = s.getsockname()[1], work / f"server-{size}.log"
     with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, script, "--serve", str(model), "--port", str(port)], stdout=out,
+        flags = ["--without-log"] if args.without_log else []
+        server = subprocess.Popen([sys.executable, script, "--serve", str(model), "--port", str(port), *flags], stdout=out,
                                   stderr=subprocess.STDOUT, cwd=REPO)  # fmt: skip
     rows = []
     try:
@@ -265,6 +275,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of the concurrent load")
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests per workload")
     parser.add_argument("--reuse-model", action="store_true", help="serve the model a previous run built")
+    parser.add_argument("--without-log", action="store_true", help="serve without the inference table (as before)")
     parser.add_argument("--ratings-25m", type=int, default=25_000_000, help=argparse.SUPPRESS)
     for internal in ("--build", "--load", "--serve"):
         parser.add_argument(internal, help=argparse.SUPPRESS)
@@ -276,7 +287,7 @@ def main() -> int:
     if args.load:
         return load(Path(args.load)) or 0
     if args.serve:
-        return serve(Path(args.serve), args.port) or 0
+        return serve(Path(args.serve), args.port, not args.without_log) or 0
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if unknown := [s for s in sizes if s not in SIZES]:
         parser.error(f"unknown sizes {unknown}: choose from {', '.join(SIZES)}")
