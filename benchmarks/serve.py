@@ -219,9 +219,9 @@ def bench_size(size: str, work: Path, n_ratings: int, args: argparse.Namespace) 
         s.bind(("127.0.0.1", 0))
         port, log = s.getsockname()[1], work / f"server-{size}.log"
     with log.open("w") as out:
-        flags = ["--without-log"] if args.without_log else []
-        server = subprocess.Popen([sys.executable, script, "--serve", str(model), "--port", str(port), *flags], stdout=out,
-                                  stderr=subprocess.STDOUT, cwd=REPO)  # fmt: skip
+        command = [sys.executable, script, "--serve", str(model), "--port", str(port)]
+        command += ["--without-log"] if args.without_log else []
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     rows = []
     try:
         wait_for_ping(port, server, log)
