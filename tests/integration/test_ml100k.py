@@ -38,7 +38,7 @@ GRID = {
 def test_land_real_ml100k_counts_and_known_rows(spark, landed_ml100k):
     result, namespace = landed_ml100k.result, landed_ml100k.namespace
 
-    assert result.rows == {"ratings": 100000, "movies": 1682, "users": 943, "quarantine": 0}
+    assert result.rows == {"ratings": 100000, "movies": 1682, "users": 943, "quarantine": 0, "feedback_merged": 0}
     ratings = spark.table(namespace.table("ratings"))
     assert ratings.select("user_id").distinct().count() == 943
     row = ratings.where("user_id = 196 AND movie_id = 242").first()

@@ -131,12 +131,12 @@ def harvest(
     ``movies``: the catalogue the ratings must name (the release being landed, or the landed one).
     """
     none = {"harvested": 0, "quarantined": 0}, None
+    tables.ensure_table(spark, namespace, FEEDBACK)  # there from the first landing on, for the dashboard's page
     # Locally another process (``serve``) may have created the table since this session opened the lakehouse.
     if not tables.table_exists(spark, namespace, inference) and not tables.register_location(
         spark, namespace, inference
     ):
         return none
-    tables.ensure_table(spark, namespace, FEEDBACK)
     mark = _mark(spark, namespace)
     requests = spark.table(namespace.table(inference))
     if mark is not None:

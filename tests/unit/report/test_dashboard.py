@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from movielens_als.ingest.feedback import FEEDBACK
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.sql import use_namespace
 from movielens_als.lakehouse.tables import ensure_table
@@ -20,8 +21,8 @@ from movielens_als.tasks.promote import PROMOTIONS
 from movielens_als.tasks.recommend import POPULAR_MOVIES, SIMILAR_MOVIES, USER_RECOMMENDATIONS
 
 SPECS = (RATINGS, MOVIES, QUARANTINE, INGESTION_RUNS, MODEL_METRICS, TRAINING_RUNS, PROMOTIONS,
-         USER_RECOMMENDATIONS, POPULAR_MOVIES, SIMILAR_MOVIES, SERVING_HEALTH)  # fmt: skip
-PAGES = ["Model quality", "Beyond accuracy", "Data", "Explore"]
+         USER_RECOMMENDATIONS, POPULAR_MOVIES, SIMILAR_MOVIES, SERVING_HEALTH, FEEDBACK)  # fmt: skip
+PAGES = ["Model quality", "Beyond accuracy", "Data", "Explore", "Feedback"]
 CHANNELS = {"line": ("x", "y"), "bar": ("x", "y"), "counter": ("value",)}
 
 
@@ -59,6 +60,7 @@ def test_pages_are_the_four_the_issue_names_with_their_tables(board):
         "Beyond accuracy": ("model_metrics", "serving_health"),
         "Data": ("ingestion_runs", "quarantine", "ratings"),
         "Explore": ("recommendations_with_titles", "similar_movies_by_title", "popular_movies_with_titles"),
+        "Feedback": ("feedback", "ingestion_runs"),
     }.items():
         for table in tables:
             assert re.search(rf"\bFROM {table}\b|\bJOIN {table}\b", read[page]), (page, table)

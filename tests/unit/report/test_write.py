@@ -62,7 +62,7 @@ def test_report_of_the_latest_succeeded_run_lands_beside_its_plots(spark, lakeho
     # Tables the test did not write: said per figure, counted in the result, never the end of the report.
     assert "Not available: ingestion_runs is not there yet" in page
     assert "Not available: user_recommendations, promotions are not there yet" in page
-    assert result.details["unavailable"] == 8 and "Landings" in result.headline
+    assert result.details["unavailable"] == 10 and "Landings" in result.headline
     assert spark.catalog.currentDatabase() == current
 
 
