@@ -4,6 +4,7 @@ requests without a traceback, and stops cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import socket
@@ -22,6 +23,7 @@ from movielens_als.lakehouse.catalog import delta_path
 from tests.reference import FEEDBACK_USER, REPO, SCHEMA
 
 pytestmark = pytest.mark.integration
+CLIENT, SENT = "test-serve", itertools.count()  # the client request ids this file's requests carry
 
 
 def free_port() -> int:
@@ -53,7 +55,8 @@ def served(reference):
 
 def invoke(url: str, records) -> tuple[int, dict]:
     body = json.dumps({"dataframe_records": records}).encode() if not isinstance(records, bytes) else records
-    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "X-Request-Id": f"{CLIENT}-{next(SENT)}"}
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())
@@ -109,7 +112,7 @@ def test_serve_stops_cleanly_on_ctrl_c_and_logged_every_request_in_the_inference
     assert "requests are logged to movielens.movielens_als_payload" in output
     assert "Traceback" not in output, output
     logged = DeltaTable(str(delta_path(reference.home, SCHEMA, "movielens_als_payload"))).to_pandas()
-    mine = logged[~logged["databricks_request_id"].str.startswith("seeded-")]
+    mine = logged[logged["client_request_id"].fillna("").str.startswith(f"{CLIENT}-")]  # not the app's, beside
     # The tests above: two answered batches and four refused requests, then one more answered.
     statuses = mine["status_code"].tolist()
     assert statuses.count(200) == 3 and len(statuses) == 7 and all(400 <= s < 500 for s in statuses if s != 200)

@@ -55,7 +55,7 @@ def test_deploy_and_serve_options_come_from_config():
 def test_serve_hands_namespace_home_host_and_port_to_the_scoring_server(monkeypatch, no_spark, tmp_path):
     calls = fake_server(monkeypatch, 0)
     cli.main(["serve", "--schema", "films", "--home", str(tmp_path), "--host", "0.0.0.0", "--port", "5001"])
-    assert calls == [(Namespace("spark_catalog", "films"), str(tmp_path), "0.0.0.0", 5001)]
+    assert calls == [(Namespace("spark_catalog", "films"), str(tmp_path), "0.0.0.0", 5001, "movielens-als")]
 
 
 def test_serve_exit_code_is_the_servers(monkeypatch, no_spark):
