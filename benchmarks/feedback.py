@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--work", default=None)
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-feedback-"))
+    work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     rows = []
     for size in args.sizes.split(","):

@@ -1,14 +1,19 @@
 """``serve``'s inference table: every request it answers, in the columns Model Serving's AI Gateway writes.
 
 On Databricks the endpoint's inference table (``<endpoint>_payload``) is Model Serving's; locally ``serve`` appends
-the same columns with delta-rs, so ``land`` harvests feedback from either the same way. Rows are buffered and
-written by a background thread about once a second (and on shutdown): a request never waits for a Delta commit.
+the same columns with delta-rs, so ``land`` harvests feedback from either the same way. Rows are queued to a writer
+process that commits about once a second (and on shutdown): a request never waits for a Delta commit.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import queue
+import signal
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,20 +41,30 @@ SCHEMA = pa.schema(
 
 
 class InferenceLog:
-    """Appends answered requests to the Delta table at ``path``; :meth:`close` writes what is still buffered."""
+    """Appends answered requests to the Delta table at ``path``; :meth:`close` writes what is still buffered.
+
+    The commits happen in a child process: delta-rs takes the GIL back many times while it writes, and in the
+    server's own process each of those waits would be a request's.
+    """
 
     def __init__(self, path: Path, served_entity: str, flush_seconds: float = 1.0) -> None:
-        self.path, self.served_entity, self.flush_seconds = path, served_entity, flush_seconds
+        self.served_entity = served_entity
+        context = multiprocessing.get_context("spawn")
+        self._queue = context.Queue()
+        self._writer = context.Process(
+            target=_write_batches, args=(str(path), self._queue, flush_seconds, os.getpid()), daemon=True
+        )
+        self._writer.start()
+        # Rows wait here and cross to the writer a batch per interval: one pickle a second, not one per request.
         self._rows: list[dict] = []
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
-        self._thread.start()
+        self._sender = threading.Thread(target=self._send_batches, args=(flush_seconds,), daemon=True)
+        self._sender.start()
 
     def record(self, received: datetime, status: int, duration_ms: int, request: str, response: str,
                client_request_id: str | None = None, request_id: str | None = None) -> str:  # fmt: skip
-        """Buffer one answered request; its request id (a new UUID unless given)."""
+        """Queue one answered request for the next commit; its request id (a new UUID unless given)."""
         request_id = request_id or str(uuid.uuid4())
         row = {
             "request_date": received.date(), "databricks_request_id": request_id,
@@ -62,34 +77,51 @@ class InferenceLog:
             self._rows.append(row)
         return request_id
 
-    def flush(self) -> int:
-        """Write the buffered rows in one Delta commit; how many."""
-        from deltalake import write_deltalake
+    def _send(self) -> None:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if rows:
+            self._queue.put(rows)
 
-        with self._write_lock:
-            with self._lock:
-                rows, self._rows = self._rows, []
-            if not rows:
-                return 0
-            try:
-                write_deltalake(str(self.path), pa.Table.from_pylist(rows, schema=SCHEMA), mode="append")
-            except Exception:
-                with self._lock:  # kept for the next flush, in order
-                    self._rows[:0] = rows
-                raise
-            return len(rows)
+    def _send_batches(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            self._send()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
+        """Commit what is queued and stop the writer."""
         self._stop.set()
-        self._thread.join(timeout=30)
-        self.flush()
+        self._sender.join(timeout)
+        self._send()
+        self._queue.put(None)
+        self._writer.join(timeout)
+        self._queue.close()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_seconds):
+
+def _write_batches(path: str, rows: multiprocessing.Queue, flush_seconds: float, parent: int) -> None:
+    """The writer process: a commit per ``flush_seconds`` of rows; the last one when told to stop (None) or when
+    the server is gone."""
+    from deltalake import write_deltalake
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then tells this to finish
+    batch: list[dict] = []
+    deadline, done = time.monotonic() + flush_seconds, False
+    while not done:
+        try:
+            rows_sent = rows.get(timeout=max(0.0, deadline - time.monotonic()))
+            if rows_sent is None:
+                done = True
+            else:
+                batch.extend(rows_sent)
+        except queue.Empty:
+            done = os.getppid() != parent  # a killed server: commit what came, then go
+        if batch and (done or time.monotonic() >= deadline):
             try:
-                self.flush()
-            except Exception:  # logging must not take the server down; the rows stay buffered
-                log.exception("writing the inference table %s failed", self.path)
+                write_deltalake(path, pa.Table.from_pylist(batch, schema=SCHEMA), mode="append")
+                batch = []
+            except Exception:  # logging must not take the server down; the rows wait for the next commit
+                log.exception("writing the inference table %s failed", path)
+        if time.monotonic() >= deadline:
+            deadline = time.monotonic() + flush_seconds
 
 
 def now() -> datetime:

@@ -34,24 +34,6 @@ def create_app(model, inference_log: InferenceLog | None = None):
 
     app = scoring_server.init(model)
 
-    if inference_log is not None:
-
-        @app.middleware("http")
-        async def log_inference(request: Request, call_next):
-            if request.method != "POST" or request.url.path != "/invocations":
-                return await call_next(request)
-            received, began = now(), time.perf_counter()
-            body = await request.body()
-            response = await call_next(request)
-            content = b"".join([chunk async for chunk in response.body_iterator])
-            inference_log.record(
-                received, response.status_code, round((time.perf_counter() - began) * 1000),
-                body.decode("utf-8", "replace"), content.decode("utf-8", "replace"),
-                request.headers.get("x-request-id"),
-            )  # fmt: skip
-            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-            return Response(content, response.status_code, headers, response.media_type)
-
     @app.middleware("http")
     async def plain_errors(request: Request, call_next):
         if int(request.headers.get("content-length") or 0) > MAX_BODY:
@@ -67,7 +49,42 @@ def create_app(model, inference_log: InferenceLog | None = None):
         content = json.dumps({"error_code": code, "message": message})
         return Response(content=content, status_code=status, media_type="application/json")
 
+    if inference_log is not None:  # outermost: it records what the client got
+        app.add_middleware(InferenceLogMiddleware, log=inference_log)
     return app
+
+
+class InferenceLogMiddleware:
+    """Records each ``POST /invocations`` with its answer, as plain ASGI: the body passes through untouched (a
+    ``BaseHTTPMiddleware`` would buffer and rebuild every response)."""
+
+    def __init__(self, app, log: InferenceLog) -> None:
+        self.app, self.log = app, log
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/invocations":
+            await self.app(scope, receive, send)
+            return
+        received, began = now(), time.perf_counter()
+        request, response, status = bytearray(), bytearray(), [500]
+
+        async def receiving():
+            message = await receive()
+            if message["type"] == "http.request":
+                request.extend(message.get("body", b""))
+            return message
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                response.extend(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receiving, sending)
+        client = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
+        self.log.record(received, status[0], round((time.perf_counter() - began) * 1000),
+                        request.decode("utf-8", "replace"), response.decode("utf-8", "replace"), client)  # fmt: skip
 
 
 def _error_fields(body: bytes) -> tuple[str, str]:
