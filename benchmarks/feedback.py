@@ -35,9 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 ENDPOINT, SCHEMA = "movielens-als", "movielens"
 
 
-def cli(*args: str, home: Path) -> tuple[float, str]:
+def cli(*args: str, home: Path | None = None) -> tuple[float, str]:
     began = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "movielens_als.cli", *args, "--home", str(home)], cwd=REPO,
+    where = ["--home", str(home)] if home else []
+    done = subprocess.run([sys.executable, "-m", "movielens_als.cli", *args, *where], cwd=REPO,
                           capture_output=True, text=True, check=False)  # fmt: skip
     if done.returncode:
         raise SystemExit(f"error: movielens-als {' '.join(args)} failed: {done.stderr[-2000:]}")
@@ -50,7 +51,7 @@ def release(size: str, work: Path) -> Path:
         return Path(source)
     folder = work / f"synth-{size}"
     if not (folder / "ratings.csv").is_file():
-        cli("synth", "--ratings", str({"1m": 1_000_000, "5m": 5_000_000}[size]), "--out", str(folder), home=work)
+        cli("synth", "--ratings", str({"1m": 1_000_000, "5m": 5_000_000}[size]), "--out", str(folder))
     return folder
 
 
