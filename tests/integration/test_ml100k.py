@@ -13,6 +13,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from movielens_als.config import REPORT_FETCH_ROWS
+from movielens_als.ingest.feedback import FEEDBACK
 from movielens_als.lakehouse import tables
 from movielens_als.ml import registry
 from movielens_als.report.dashboard import load_dashboard
@@ -94,6 +95,11 @@ def published(spark, classic, landed_ml100k):
     """The classic DAG's schema with the views publish creates: everything the dashboard reads."""
     namespace, run_id, _ = classic
     publish(spark, namespace)
+    # Feedback rows as a harvest leaves them (the harvest itself: the reference DAG and unit/ingest), so that the
+    # dashboard's Feedback page has rows to show; ratings stay the release's.
+    at = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+    rows = [(1_000_000_001, m, 5.0, at, "endpoint", "r-1", at) for m in (50, 172, 181, 174, 127)]
+    tables.append(spark, namespace, FEEDBACK, spark.createDataFrame(rows, FEEDBACK.schema_ddl))
     return namespace, run_id, landed_ml100k.storage
 
 
