@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,13 +52,35 @@ def json_handler(fake) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:
-            self._reply()
-
-        def do_POST(self) -> None:
-            self._reply()
+        do_GET = do_POST = do_PUT = do_PATCH = _reply  # noqa: N815 - http.server's names
 
         def log_message(self, *args) -> None:  # keep the test output quiet
             pass
 
     return Handler
+
+
+@contextmanager
+def cli_server(args: list[str], ready_path: str, cwd) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``movielens-als <args> --port <free port>`` as a user starts it, once ``ready_path`` answers 200:
+    (process, base URL); killed at the end if still running."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "movielens_als.cli", *args, "--port", str(port)]
+    process = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}{ready_path}", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    assert process.poll() is None, process.stdout.read()
+    try:
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()

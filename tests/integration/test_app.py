@@ -7,10 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from urllib.parse import quote
 
 import pytest
@@ -18,7 +14,7 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from movielens_als.lakehouse.catalog import delta_path
-from tests.integration.test_serve import free_port
+from tests.fake_api import cli_server
 from tests.optional import require, unavailable
 from tests.reference import FEEDBACK_USER, REPO, SCHEMA, feedback_of
 
@@ -29,22 +25,8 @@ SAVED: list[int] = []  # the user ids the save test was given
 
 @pytest.fixture(scope="module")
 def app_url(reference):
-    port = free_port()
-    cmd = [sys.executable, "-m", "movielens_als.cli", "app", "--home", str(reference.home), "--port", str(port)]
-    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    assert process.poll() is None, process.stdout.read()
-    yield process, url
-    if process.poll() is None:
-        process.kill()
+    with cli_server(["app", "--home", str(reference.home)], "/healthz", REPO) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

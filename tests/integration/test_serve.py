@@ -7,10 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -20,37 +16,18 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from movielens_als.lakehouse.catalog import delta_path
+from tests.fake_api import cli_server
 from tests.reference import FEEDBACK_USER, REPO, SCHEMA
 
 pytestmark = pytest.mark.integration
 CLIENT, SENT = "test-serve", itertools.count()  # the client request ids this file's requests carry
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(reference):
     """(process, base URL) of `serve` on the reference's home."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "movielens_als.cli", "serve", "--home", str(reference.home), "--port", str(port)]
-    server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    assert server.poll() is None, server.stdout.read()
-    yield server, url
-    if server.poll() is None:
-        server.kill()
+    with cli_server(["serve", "--home", str(reference.home)], "/ping", REPO) as started:
+        yield started
 
 
 def invoke(url: str, records) -> tuple[int, dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 import threading
 from datetime import timedelta
@@ -14,7 +13,7 @@ from databricks.sdk import WorkspaceClient
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.serving.endpoint import Deployment, EndpointSpec, deploy_endpoint, validate_endpoint_name
-from tests.fake_api import isolate_databricks_config, running
+from tests.fake_api import isolate_databricks_config, json_handler, running
 
 ENDPOINTS = "/api/2.0/serving-endpoints"
 PERMISSIONS = "/api/2.0/permissions/serving-endpoints"
@@ -155,26 +154,7 @@ class FakeServing:
         return [r for r in self.requests if r[0] != "GET"]
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                code, payload = fake.answer(self.command, self.path, body)
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = _reply  # noqa: N815 - http.server's names
-
-            def log_message(self, *args) -> None:  # keep the test output quiet
-                pass
-
-        return Handler
+        return json_handler(self)
 
 
 @pytest.fixture(autouse=True)
