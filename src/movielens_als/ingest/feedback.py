@@ -147,14 +147,14 @@ def harvest(
     good, bad = check_fn(ratings_fn(requests), movies, *scale)
     rejected = _not_quarantined(spark, namespace, _quarantine_rows_fn(bad, inference))
     feedback = namespace.table(FEEDBACK.name)
-    before = spark.table(feedback).count()
     good.withColumn("landed_at", F.lit(utc_now())).createOrReplaceTempView("_feedback_new")
     with commit_metadata(spark, json.dumps({"harvested_through": str(newest)})):
-        spark.sql(
+        # Delta's MERGE answers with its own row counts: no count of the table before and after.
+        merged = spark.sql(
             f"MERGE INTO {feedback} AS t USING _feedback_new AS s "
             "ON t.request_id = s.request_id AND t.movie_id = s.movie_id WHEN NOT MATCHED THEN INSERT *"
-        )
-    return {"harvested": spark.table(feedback).count() - before, "quarantined": rejected.count()}, rejected
+        ).first()
+    return {"harvested": int(merged["num_inserted_rows"]), "quarantined": rejected.count()}, rejected
 
 
 def latest_feedback(spark: SparkSession, namespace: Namespace) -> DataFrame | None:
