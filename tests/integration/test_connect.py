@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import no_java_path
+from movielens_als.lakehouse.spark import JAVA_OPTIONS_ENV
+from tests.fixtures import LONG_JVM, no_java_path
 from tests.reference import (
     PARAMS,
     REPO,
@@ -40,7 +41,12 @@ def connect_run(reference, tmp_path_factory):
     home = tmp_path_factory.mktemp("connect_home")
     seed_feedback(home, SCHEMA, reference.release)  # what the reference's endpoint received, before its run
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
-    env |= {"SPARK_REMOTE": "local", "MOVIELENS_ALS_HOME": str(home), "PATH": no_java_path(home.parent / "bin")}
+    env |= {
+        "SPARK_REMOTE": "local",
+        "MOVIELENS_ALS_HOME": str(home),
+        "PATH": no_java_path(home.parent / "bin"),
+        JAVA_OPTIONS_ENV: LONG_JVM,
+    }  # a whole DAG in one JVM
     cmd = [sys.executable, "-m", "movielens_als.cli", "run", "--source", str(reference.release), "--home", str(home)]
     cmd += [arg for param in PARAMS for arg in ("--param", param)]
     started = time.monotonic()

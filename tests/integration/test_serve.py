@@ -1,26 +1,33 @@
 """`movielens-als serve` on the reference DAG's lakehouse, as a user starts it: MLflow's scoring server answers every
 known user as `user_recommendations` holds them, folds fresh ratings in, falls back to popular, refuses bad
-requests without a traceback, and stops cleanly on Ctrl-C."""
+requests without a traceback, and stops cleanly on Ctrl-C; the ratings sent to it with a user id land in the next
+run's `ratings` exactly once (the reference DAG shows a person landed that way is then served personally)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import signal
 import urllib.error
 import urllib.request
+import uuid
 
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
+from movielens_als.commands import build_parser, execute
+from movielens_als.config import ENDPOINT_NAME
 from movielens_als.lakehouse.catalog import delta_path
+from movielens_als.lakehouse.names import Namespace, payload_table
 from tests.fake_api import cli_server
-from tests.reference import FEEDBACK_USER, REPO, SCHEMA
+from tests.reference import FEEDBACK_USER, REPO, SCHEMA, task_argv
 
 pytestmark = pytest.mark.integration
 CLIENT, SENT = "test-serve", itertools.count()  # the client request ids this file's requests carry
+PERSON = 1_500_000_000  # someone new who rates movies through the endpoint (no app or reference user has the id)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +87,15 @@ def test_the_endpoint_folds_in_fresh_ratings_falls_back_to_popular_and_survives_
     assert invoke(url, [{"user_id": user, "n": 3}])[0] == 200
 
 
+def test_a_new_person_rates_five_movies_and_someone_sends_a_rating_off_the_scale(spark, reference, served):
+    _, url = served
+    movies = [r["movie_id"] for r in reference.table(spark, "movies").orderBy("movie_id").limit(6).collect()]
+    status, payload = invoke(url, [{"user_id": PERSON, "movie_ids": movies[:5], "ratings": [5, 4.5, 4, 3.5, 3]}])
+    assert status == 200 and {p["source"] for p in payload["predictions"]} == {"folded"}, payload
+    status, payload = invoke(url, [{"user_id": PERSON + 1, "movie_ids": movies[5:], "ratings": [9]}])
+    assert status == 400 and "Traceback" not in json.dumps(payload), payload
+
+
 def test_serve_stops_cleanly_on_ctrl_c_and_logged_every_request_in_the_inference_table(reference, served):
     server, _ = served
     server.send_signal(signal.SIGINT)
@@ -90,10 +106,33 @@ def test_serve_stops_cleanly_on_ctrl_c_and_logged_every_request_in_the_inference
     assert "Traceback" not in output, output
     logged = DeltaTable(str(delta_path(reference.home, SCHEMA, "movielens_als_payload"))).to_pandas()
     mine = logged[logged["client_request_id"].fillna("").str.startswith(f"{CLIENT}-")]  # not the app's, beside
-    # The tests above: two answered batches and four refused requests, then one more answered.
+    # The tests above: two answered batches and four refused requests, one more answered, then the new person's
+    # answered ratings and the refused rating off the scale.
     statuses = mine["status_code"].tolist()
-    assert statuses.count(200) == 3 and len(statuses) == 7 and all(400 <= s < 500 for s in statuses if s != 200)
+    assert statuses.count(200) == 4 and len(statuses) == 9 and all(400 <= s < 500 for s in statuses if s != 200)
     assert mine["databricks_request_id"].is_unique and (mine["served_entity_id"] == "movielens_als_recommender-1").all()
     answered = mine[mine["status_code"] == 200]
     assert all(json.loads(r)["predictions"] for r in answered["response"])
     assert any('"movie_ids"' in r and '"user_id"' in r for r in answered["request"])
+
+
+def test_the_next_land_takes_the_ratings_serve_logged_exactly_once_and_again_nothing(spark, lakehouse_home, reference):
+    """Land, as the next run starts it, in a schema of its own whose inference table is the one serve wrote."""
+    schema = Namespace("spark_catalog", f"fed_{uuid.uuid4().hex[:8]}")
+    inference = payload_table(ENDPOINT_NAME)
+    shutil.copytree(delta_path(reference.home, SCHEMA, inference), delta_path(lakehouse_home, schema.schema, inference))
+    land = build_parser().parse_args(task_argv(lakehouse_home, reference.release, schema.schema, "fed-run")["land"])
+    first = execute(land, spark).rows
+    logged = spark.table(schema.table(inference)).where(F.col("client_request_id").startswith(CLIENT))
+    mine = {r.databricks_request_id for r in logged.collect()}
+    ratings = spark.table(schema.table("ratings"))
+    person = ratings.where(F.col("user_id") == PERSON).orderBy(F.desc("rating")).collect()
+    assert [r.rating for r in person] == [5, 4.5, 4, 3.5, 3]  # each once
+    bad = spark.table(schema.table("quarantine")).where(F.col("kind") == "feedback").collect()
+    off_scale = [(r.reason, r.request_id in mine) for r in bad if f'"user_id":"{PERSON + 1}"' in r.raw_line]
+    assert off_scale == [("rating 9 outside the 0.5-5 scale", True)]
+    assert first["feedback_harvested"] >= 5 and first["feedback_quarantined"] >= 1, first
+    version = spark.sql(f"DESCRIBE HISTORY {schema.table('ratings')} LIMIT 1").first().version
+    again = execute(land, spark).rows
+    assert (again["feedback_harvested"], again["feedback_quarantined"], again["feedback_merged"]) == (0, 0, 0)
+    assert spark.sql(f"DESCRIBE HISTORY {schema.table('ratings')} LIMIT 1").first().version == version
