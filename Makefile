@@ -10,7 +10,7 @@ MOVIELENS_100K ?=
 SOURCE := $(if $(MOVIELENS_100K),--source $(MOVIELENS_100K),)
 PYTEST_ARGS ?=
 
-.PHONY: run app run-cluster test test-unit lint format install benchmark bench-scale bench-serve bench-quality bench-loop bench-app bench-feedback wheel clean
+.PHONY: run app run-cluster test test-unit lint format install benchmark bench-scale bench-serve bench-quality bench-loop bench-app bench-feedback bench-fit wheel clean
 
 run: install
 	$(BIN)/movielens-als run $(SOURCE)
@@ -71,6 +71,13 @@ bench-loop: install
 FEEDBACK_SIZES ?= 100k,5m
 bench-feedback: install
 	MOVIELENS_100K=$(MOVIELENS_100K) $(BIN)/python benchmarks/feedback.py --sizes $(FEEDBACK_SIZES)
+
+# One implicit ALS fit on FIT_SIZE synthetic ratings: this project's iALS, Spark ML's ALS and the `implicit` library
+# (the bench extra, installed here only), seconds per iteration side by side.
+FIT_SIZE ?= 5m
+bench-fit: install
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[bench]"
+	$(BIN)/python benchmarks/fit.py --size $(FIT_SIZE)
 
 # Page latency of `movielens-als app` on the lakehouse `make run` left (p50/p99 per view), and its screenshots.
 bench-app: install

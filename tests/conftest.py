@@ -13,20 +13,16 @@ import pytest
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import JAVA_OPTIONS_ENV, get_spark
 from movielens_als.ml import registry
-from tests.fixtures import BRIEF_JVM, LONG_JVM
 from tests.optional import unavailable
 
 # Timestamps collected to Python are local times: pin UTC, as on Databricks.
 os.environ["TZ"] = "UTC"
 time.tzset()
-# The JVMs the tests start in subprocesses (CLI tasks, servers) each run briefly on tiny data: C1 only (see
-# lakehouse.spark). The session's own JVM (the `spark` fixture) lives for the whole run and runs the same driver
-# code hundreds of times, and a whole DAG in one subprocess (Spark Connect, the cluster) for minutes: they keep
-# the full JIT, whose C2 code pays back its compile time after a few tasks (a tiny land, eighth in one JVM: 12.8 s
-# with C1 only, 5.6 s with C2). Every JVM evaluates Spark's plans without generating
-# Java code for them: on rows counted in tens, compiling each new plan's code costs more than running it.
-# Interpreted evaluation is the fallback Spark keeps equivalent to generated code (its own suites run both).
-os.environ.setdefault(JAVA_OPTIONS_ENV, BRIEF_JVM)
+# Every JVM the tests start, here and in subprocesses, runs briefly on tiny data: C1 only (see lakehouse.spark),
+# and Spark evaluates its plans without generating Java code for them. On rows counted in tens, compiling each new
+# plan's code costs more than running it: a tiny train 40 s -> 31 s, a tiny land 11 s -> 7.7 s. Interpreted
+# evaluation is the fallback Spark keeps equivalent to generated code (its own suites run both).
+os.environ.setdefault(JAVA_OPTIONS_ENV, "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m")
 TEST_SPARK_CONF = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 os.environ.setdefault(
     "PYSPARK_SUBMIT_ARGS", " ".join(f"--conf {k}={v}" for k, v in TEST_SPARK_CONF.items()) + " pyspark-shell"
@@ -41,13 +37,7 @@ def lakehouse_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def spark(lakehouse_home):
     os.environ.setdefault("MOVIELENS_ALS_DRIVER_MEMORY", "2g")
-    subprocesses = os.environ[JAVA_OPTIONS_ENV]
-    if subprocesses == BRIEF_JVM:  # not chosen from outside: the session's JVM gets the full JIT
-        os.environ[JAVA_OPTIONS_ENV] = LONG_JVM
-    try:
-        session = get_spark(lakehouse_home)
-    finally:
-        os.environ[JAVA_OPTIONS_ENV] = subprocesses
+    session = get_spark(lakehouse_home)
     # Tiny test data: a couple of partitions beats the default split into many empty tasks.
     session.conf.set("spark.sql.shuffle.partitions", "2")
     registry.configure(lakehouse_home)  # MLflow's SQLite store in the test lakehouse, as tasks.execute does

@@ -7,12 +7,6 @@ import os
 import zipfile
 from pathlib import Path
 
-# JVM flags for lakehouse.spark's JAVA_OPTIONS_ENV, by how long the JVM lives (tests/conftest.py says why): a CLI
-# task or server started by a test is brief, and C1 alone compiles soon enough; the session's own JVM and a whole
-# DAG in one process run the same driver code long enough for C2 to pay back its compile time.
-BRIEF_JVM = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
-LONG_JVM = "-XX:ReservedCodeCacheSize=256m"
-
 GENRES = (
     "unknown",
     "Action",

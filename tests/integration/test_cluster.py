@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from movielens_als.lakehouse.cluster import standalone_cluster
-from movielens_als.lakehouse.spark import CORES_ENV, EXECUTOR_MEMORY_ENV, JAVA_OPTIONS_ENV, MASTER_ENV
-from tests.fixtures import LONG_JVM
+from movielens_als.lakehouse.spark import CORES_ENV, EXECUTOR_MEMORY_ENV, MASTER_ENV
 from tests.reference import (
     PARAMS,
     REPO,
@@ -68,7 +67,6 @@ def remote(reference, tmp_path_factory) -> Run:
     home = tmp_path_factory.mktemp("cluster_home")
     seed_feedback(home, SCHEMA, reference.release)  # what the reference's endpoint received, before its run
     env = {k: v for k, v in os.environ.items() if k not in (MASTER_ENV, CORES_ENV, EXECUTOR_MEMORY_ENV, "SPARK_REMOTE")}
-    env[JAVA_OPTIONS_ENV] = LONG_JVM  # the driver and its executors run the whole DAG
     cmd = [sys.executable, "-m", "movielens_als.cli", "run", "--source", str(reference.release), "--home", str(home)]
     cmd += [arg for param in PARAMS for arg in ("--param", param)]
     with standalone_cluster(home, workers=WORKERS, cores=CORES, memory=WORKER_MEMORY) as cluster:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from movielens_als.lakehouse.spark import JAVA_OPTIONS_ENV
-from tests.fixtures import LONG_JVM, no_java_path
+from tests.fixtures import no_java_path
 from tests.reference import (
     PARAMS,
     REPO,
@@ -41,12 +40,7 @@ def connect_run(reference, tmp_path_factory):
     home = tmp_path_factory.mktemp("connect_home")
     seed_feedback(home, SCHEMA, reference.release)  # what the reference's endpoint received, before its run
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
-    env |= {
-        "SPARK_REMOTE": "local",
-        "MOVIELENS_ALS_HOME": str(home),
-        "PATH": no_java_path(home.parent / "bin"),
-        JAVA_OPTIONS_ENV: LONG_JVM,
-    }  # a whole DAG in one JVM
+    env |= {"SPARK_REMOTE": "local", "MOVIELENS_ALS_HOME": str(home), "PATH": no_java_path(home.parent / "bin")}
     cmd = [sys.executable, "-m", "movielens_als.cli", "run", "--source", str(reference.release), "--home", str(home)]
     cmd += [arg for param in PARAMS for arg in ("--param", param)]
     started = time.monotonic()
