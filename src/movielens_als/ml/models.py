@@ -81,6 +81,12 @@ MODEL_METRICS = TableSpec(
             "STRING",
             "Count and hash of the train and test rows scored: equal values, same rows (promote reuses such figures)",
         ),
+        Column(
+            "diversity_users",
+            "INT",
+            "Users sampled for diversity and serendipity (evaluate reuses baseline and popular rows of the same "
+            "split, k and sample)",
+        ),
     ),
 )
 

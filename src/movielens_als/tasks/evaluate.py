@@ -4,7 +4,8 @@ Four models are scored in the same run: ``rating`` (bias + residual ALS, blended
 (implicit ALS), ``baseline``, the recommenders quick-start configuration (explicit ALS rank 10,
 maxIter 15, regParam 0.05, seed 42) fitted on the same train rows (once per split: the fit is kept in
 ``storage/baselines``), and ``popular``, each user's most rated unseen movies, so every run shows its gain
-over both.
+over both. Neither depends on the run: when an earlier evaluate recorded both for the same train and test rows, k
+and diversity sample, their rows are copied instead of scored again.
 Top-k lists come from the same blocked top-k that writes the serving table, and the metrics are
 DataFrame code (:mod:`metrics`), so this runs on Spark Connect as on classic Spark. Metrics are
 appended to ``model_metrics``; seaborn plots go to ``storage/reports/<run_id>/`` when the
@@ -44,15 +45,16 @@ from movielens_als.result import TaskResult
 log = logging.getLogger(__name__)
 
 
+RANKING_METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map", "map_at_k")
+BASELINES = ("baseline", "popular")  # the models whose figures depend on the split alone, not on the run
+
+
 def ranking_and_diversity(
     top: DataFrame, test: DataFrame, train_df: DataFrame, k: int, diversity_users: int
 ) -> dict[str, dict[str, float]]:
     ranking = ranking_metrics_fn(top, test, k)
     diversity = coverage_novelty_fn(train_df, top) | diversity_serendipity_fn(train_df, top, diversity_users)
-    return {
-        "ranking": {n: ranking[n] for n in ("precision_at_k", "recall_at_k", "ndcg_at_k", "map", "map_at_k")},
-        "diversity": diversity,
-    }
+    return {"ranking": {n: ranking[n] for n in RANKING_METRICS}, "diversity": diversity}
 
 
 def rating_group(pred: DataFrame) -> dict[str, float]:
@@ -67,8 +69,49 @@ def metric_rows(
     k: int | None,
     evaluated_at: datetime,
     split_fingerprint: str,
+    diversity_users: int,
 ) -> list[tuple]:
-    return [(run_id, model, protocol, name, k, float(v), evaluated_at, split_fingerprint) for name, v in values.items()]
+    return [
+        (run_id, model, protocol, name, k, float(v), evaluated_at, split_fingerprint, diversity_users)
+        for name, v in values.items()
+    ]
+
+
+def recorded_baselines(
+    spark: SparkSession, namespace: Namespace, fingerprint: str, k: int, diversity_users: int
+) -> tuple[str, dict[str, dict[str, dict[str, float]]]] | None:
+    """(run id, figures grouped as evaluate groups them) of the latest evaluate that recorded ``baseline`` and
+    ``popular`` for these train and test rows, ``k`` and diversity sample; None when none did."""
+    if not tables.table_exists(spark, namespace, MODEL_METRICS.name):
+        return None
+    metrics = spark.table(namespace.table(MODEL_METRICS.name))
+    if "diversity_users" not in metrics.columns:  # an older table gains the column at this evaluate's append
+        return None
+    same = (
+        (F.col("split_fingerprint") == fingerprint)
+        & F.col("model").isin(*BASELINES)
+        & (F.col("diversity_users") == diversity_users)
+        & (F.col("k").isNull() | (F.col("k") == k))
+    )
+    found: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    latest: dict[str, datetime] = {}
+    for r in metrics.where(same).select("run_id", "model", "metric", "k", "value", "evaluated_at").collect():
+        group = "rating" if r["k"] is None else "ranking" if r["metric"] in RANKING_METRICS else "diversity"
+        found.setdefault(r["run_id"], {}).setdefault(r["model"], {}).setdefault(group, {})[r["metric"]] = r["value"]
+        latest[r["run_id"]] = max(latest.get(r["run_id"], r["evaluated_at"]), r["evaluated_at"])
+    complete = [
+        run
+        for run, models in found.items()
+        if set(models) == set(BASELINES)
+        and "rating" in models["baseline"]
+        and all(
+            set(models[m].get("ranking", {})) == set(RANKING_METRICS) and models[m].get("diversity") for m in BASELINES
+        )  # fmt: skip
+    ]
+    if not complete:
+        return None
+    run = max(complete, key=lambda r: (latest[r], r))
+    return run, found[run]
 
 
 def evaluate(
@@ -103,27 +146,36 @@ def evaluate(
     top = model_top_k(models.ranking, users, train_df, k).cache()
     results["ranking"] = ranking_and_diversity(top, test, train_df, k, diversity_users)
 
-    # The baseline's explicit predictions rank the same way: top-k unseen by predicted rating.
-    progress.update("model 3 of 4: quick-start baseline")
-    quick = quickstart_factors(train_df, Path(storage) / "baselines", train_rows)
-    quick_pred = quick.transform(test).where(
-        F.col(PREDICTION).isNotNull()
-    )  # coldStartStrategy drop, as in the quick start
-    quick_top = model_top_k(quick, users, train_df, k).cache()
-    results["baseline"] = {
-        "rating": rating_group(quick_pred),
-        **ranking_and_diversity(quick_top, test, train_df, k, diversity_users),
-    }
-    progress.update("model 4 of 4: popular")
-    popular_top = popularity_top_k(train_df, users, k).cache()
-    results["popular"] = ranking_and_diversity(popular_top, test, train_df, k, diversity_users)
+    recorded = recorded_baselines(spark, namespace, fingerprint, k, diversity_users)
+    cached: list[DataFrame] = []
+    if recorded is not None:
+        baselines_from, figures = recorded
+        progress.update(f"models 3 and 4 of 4: quick-start baseline and popular, as run {baselines_from} scored them")
+        results |= {model: figures[model] for model in BASELINES}
+    else:
+        baselines_from = run_id
+        # The baseline's explicit predictions rank the same way: top-k unseen by predicted rating.
+        progress.update("model 3 of 4: quick-start baseline")
+        quick = quickstart_factors(train_df, Path(storage) / "baselines", train_rows)
+        quick_pred = quick.transform(test).where(
+            F.col(PREDICTION).isNotNull()
+        )  # coldStartStrategy drop, as in the quick start
+        quick_top = model_top_k(quick, users, train_df, k).cache()
+        results["baseline"] = {
+            "rating": rating_group(quick_pred),
+            **ranking_and_diversity(quick_top, test, train_df, k, diversity_users),
+        }
+        progress.update("model 4 of 4: popular")
+        popular_top = popularity_top_k(train_df, users, k).cache()
+        results["popular"] = ranking_and_diversity(popular_top, test, train_df, k, diversity_users)
+        cached = [quick_top, popular_top]
 
     evaluated_at = utc_now()
     rows = []
     for model, groups in results.items():
         for group, values in groups.items():
             k_or_none = None if group == "rating" else k
-            rows += metric_rows(run_id, model, protocol, values, k_or_none, evaluated_at, fingerprint)
+            rows += metric_rows(run_id, model, protocol, values, k_or_none, evaluated_at, fingerprint, diversity_users)
     failpoint("evaluate.scored")
     tables.append(spark, namespace, MODEL_METRICS, spark.createDataFrame(rows, schema=MODEL_METRICS.schema_ddl))
 
@@ -131,7 +183,7 @@ def evaluate(
     progress.update("plots")
     plots = _write_plots(report_dir, info, results, test, rating_pred, k)
     progress.close()
-    for df in (top, quick_top, popular_top, rating_pred, test, train_df):
+    for df in (top, *cached, rating_pred, test, train_df):
         df.unpersist()
     flat = {
         f"{m}.{n}": round(v, 4)
@@ -149,6 +201,7 @@ def evaluate(
             "k": k,
             "reports": str(report_dir),
             "plots": len(plots),
+            "baselines_from": baselines_from,
             **flat,
         },
     )

@@ -182,6 +182,26 @@ def test_a_train_after_promotion_fits_once_with_the_champions_hyperparameters_an
     assert registry.version_by_alias(namespace, "ranking", registry.CHAMPION).tags["movielens_als.run_id"] == run_id
 
 
+def test_evaluate_copies_the_baselines_recorded_for_the_same_split_k_and_sample_instead_of_scoring_them(
+    spark, trained_in
+):
+    namespace, storage, run_id, first = trained_in
+    assert first.details["baselines_from"] == run_id  # the first evaluate on this split scored them
+    metrics = spark.table(namespace.table("model_metrics"))
+
+    def figures(run: str) -> dict[tuple, float]:
+        rows = metrics.where((F.col("run_id") == run) & F.col("model").isin("baseline", "popular")).collect()
+        return {(r.model, r.metric, r.k, r.diversity_users, r.split_fingerprint): r.value for r in rows}
+
+    nightly = evaluate(spark, namespace, storage, run_id="r_nightly", k=3)  # trained by the test above, same split
+    assert nightly.details["baselines_from"] == run_id
+    assert figures("r_nightly") == figures(run_id) and len(figures(run_id)) == 24
+    assert nightly.details["ranking.ndcg_at_k"] >= 0 and nightly.rows["model_metrics"] == first.rows["model_metrics"]
+    # Another diversity sample is another evaluation: scored again, not copied.
+    other = evaluate(spark, namespace, storage, run_id="r_nightly", k=3, diversity_users=5)
+    assert other.details["baselines_from"] == "r_nightly"
+
+
 def test_promote_reads_the_champions_recorded_figures_on_the_same_split_and_scores_it_on_another(spark, trained_in):
     namespace, _, run_id, _ = trained_in
     promote(spark, namespace, run_id=run_id, k=3, force=True)
