@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.ml.factors import Factors
 from movielens_als.ml.grid import grid_points
+from movielens_als.ml.knn import fit_knn
 from movielens_als.ml.metrics import coverage_novelty_fn, ranking_metrics_fn, rating_metrics_fn
 from movielens_als.ml.ranking_model import fit_ranking_model, model_top_k
 from movielens_als.ml.rating_model import (
@@ -25,7 +26,6 @@ from movielens_als.ml.rating_model import (
     blend_weights_fn,
     blended_fn,
     fit_bias_baseline,
-    fit_knn,
     fit_rating_model,
     predict_ratings_fn,
 )

@@ -105,12 +105,19 @@ def _write_batches(path: str, rows: multiprocessing.Queue, flush_seconds: float,
     """The writer process: a commit per ``flush_seconds`` of rows; the last one when told to stop (None) or when
     the server is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then tells this to finish
-    # Background work: one thread for delta-rs's runtime, scheduled only when a core would otherwise idle, so the
-    # commits never take a core from the requests.
+    # One thread for delta-rs's runtime: a commit of a second's rows needs no more, and on a small machine each
+    # extra thread is a core taken from the requests. (Not a lower priority: on a saturated machine the last
+    # commit at shutdown would then wait for minutes.)
     os.environ["TOKIO_WORKER_THREADS"] = "1"
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    from deltalake import write_deltalake
+    from deltalake import DeltaTable, write_deltalake
 
+    # The table from the start (an empty first commit): readers find it at once, and the first requests' rows are
+    # an append, not the costlier creation of a table.
+    try:
+        if not DeltaTable.is_deltatable(path):
+            write_deltalake(path, SCHEMA.empty_table(), mode="append")
+    except Exception:
+        log.exception("creating the inference table %s failed", path)
     batch: list[dict] = []
     deadline, done = time.monotonic() + flush_seconds, False
     while not done:

@@ -12,15 +12,13 @@ from chispa import assert_approx_df_equality
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.knn import fit_knn, item_neighbours_fn, knn_feature_fn
 from movielens_als.ml.pyfunc import RatingPyfunc
 from movielens_als.ml.rating_model import (
     Blend,
     RatingModel,
     blend_weights_fn,
-    fit_knn,
     fit_rating_model,
-    item_neighbours_fn,
-    knn_feature_fn,
     predict_ratings_fn,
 )
 

@@ -1,0 +1,164 @@
+"""The rating model's neighbour feature: each movie's nearest movies by cosine of the ranking model's item factors,
+and a user's baseline residuals on those neighbours, ``knn_ui = sum(s_ij * e_uj) / (1 + sum(s_ij))``."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from movielens_als.columns import ITEM, RATING, USER
+from movielens_als.ml.als import als_blocks
+from movielens_als.ml.factors import Factors, read_parquet, write_parquet
+from movielens_als.ml.topk import top_k_fn
+
+if TYPE_CHECKING:  # the rating model holds a Knn: its module imports this one
+    from movielens_als.ml.rating_model import BiasBaseline
+
+NEIGHBOUR = "neighbour_id"
+
+
+def item_neighbours_fn(items: DataFrame, k: int, power: float) -> DataFrame:
+    """(movie_id, neighbour_id, similarity): each movie's top ``k`` other movies by cosine of ``items``
+    (id, features), positive cosines only, ``similarity = cosine ** power``.
+
+    Through the blocked exact top-k that ``similar_movies`` uses, so the item x item matrix is never
+    built. A negative cosine says little about how a user rates the movie, and a negative weight
+    would turn the normaliser ``1 + sum(s)`` below 1: they are dropped, not kept at 0.
+    """
+    self_pairs = items.select(F.col("id").alias("left_id"), F.col("id").alias("right_id"))
+    ranked = top_k_fn(items, items, k, excluded=self_pairs, cosine=True)
+    similarity = F.pow("score", F.lit(power)).alias("similarity")
+    return ranked.where(F.col("score") > 0).select(
+        F.col("left_id").alias(ITEM), F.col("right_id").alias(NEIGHBOUR), similarity
+    )
+
+
+def residuals_fn(baseline: BiasBaseline, ratings: DataFrame) -> DataFrame:
+    """(user_id, movie_id, residual): ``rating - (mu + b_user + b_item)`` of each rating."""
+    return baseline.predict(ratings.select(USER, ITEM, RATING)).select(
+        USER, ITEM, (F.col(RATING) - F.col("baseline")).alias("residual")
+    )
+
+
+def knn_feature_fn(df: DataFrame, neighbours: DataFrame, residuals: DataFrame, out: str = "_knn") -> DataFrame:
+    """``df`` with ``out = sum(s_ij * e_uj) / (1 + sum(s_ij))`` over the neighbours j of movie i that user u
+    rated (0 when none): the user's residuals on similar movies, shrunk towards 0 when there are few.
+
+    The neighbour lists (k per movie: model-sized) go to every task; the (u, i) pairs and the residuals meet in
+    blocks of users, where numpy looks up each pair's k neighbours among the user's residuals. Joining
+    pairs x k rows with the residuals in Spark instead shuffled and spilled gigabytes at 5M ratings.
+    """
+    lists = neighbours.select(
+        F.col(ITEM).cast("long").alias(ITEM),
+        F.col(NEIGHBOUR).cast("long").alias(NEIGHBOUR),
+        F.col("similarity").cast("double").alias("similarity"),
+    ).toArrow()
+    order = np.lexsort((lists[NEIGHBOUR].to_numpy(), lists[ITEM].to_numpy()))
+    movie_of = lists[ITEM].to_numpy()[order]
+    movies, counts = np.unique(movie_of, return_counts=True)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    solve = _knn_block(movies, indptr, lists[NEIGHBOUR].to_numpy()[order], lists["similarity"].to_numpy()[order], out)
+    blocks = max(KNN_BLOCKS, 2 * als_blocks(df.sparkSession))
+    user, movie = F.col(USER).cast("long"), F.col(ITEM).cast("long")
+    block = F.pmod(F.hash(user), F.lit(blocks)).alias("_block")  # of the long id: both sides hash the same type
+    pairs = df.select(user.alias(USER), movie.alias(ITEM), block)
+    rated = residuals.select(user.alias(USER), movie.alias(ITEM), F.col("residual").cast("double"), block)
+    feature = (
+        pairs.groupBy("_block")
+        .cogroup(rated.groupBy("_block"))
+        .applyInPandas(solve, f"{USER}_ BIGINT, {ITEM}_ BIGINT, {out} DOUBLE")
+    )
+    on = (df[USER] == feature[f"{USER}_"]) & (df[ITEM] == feature[f"{ITEM}_"])
+    joined = df.join(feature, on, "left").drop(f"{USER}_", f"{ITEM}_")
+    return joined.withColumn(out, F.coalesce(out, F.lit(0.0)))
+
+
+KNN_BLOCKS = 16  # at least this many user blocks: a block's residuals are one pandas frame
+_KNN_CHUNK = 16_384  # pairs per numpy pass: x k neighbours rows at a time
+
+
+def _knn_block(movies: np.ndarray, indptr: np.ndarray, neighbour: np.ndarray, similarity: np.ndarray, out: str):
+    """The pandas function of one user block: its (u, i) pairs against its users' residuals."""
+
+    def solve(pairs: pd.DataFrame, rated: pd.DataFrame) -> pd.DataFrame:
+        pairs = pairs.drop_duplicates([USER, ITEM])
+        users, items = pairs[USER].to_numpy(np.int64), pairs[ITEM].to_numpy(np.int64)
+        # (user, movie) as one sortable key; a rating given twice counts twice, as a join would count it.
+        keys, slot = np.unique(_pair_key(rated[USER].to_numpy(np.int64), rated[ITEM].to_numpy(np.int64)),
+                               return_inverse=True)  # fmt: skip
+        residual_sum = np.bincount(slot, weights=rated["residual"].to_numpy(np.float64), minlength=len(keys))
+        times = np.bincount(slot, minlength=len(keys)).astype(np.float64)
+        row = np.minimum(np.searchsorted(movies, items), max(len(movies) - 1, 0))
+        listed = (movies[row] == items) if len(movies) else np.zeros(len(items), bool)
+        value = np.zeros(len(items))
+        for start in range(0, len(items), _KNN_CHUNK):
+            part = slice(start, start + _KNN_CHUNK)
+            first = np.where(listed[part], indptr[row[part]], 0)
+            n = np.where(listed[part], indptr[np.minimum(row[part] + 1, len(indptr) - 1)] - first, 0)
+            pair = np.repeat(np.arange(len(n)), n)  # each pair's index, once per neighbour
+            at = np.arange(pair.size) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first, n)
+            wanted = _pair_key(users[part][pair], neighbour[at])
+            hit = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+            found = (keys[hit] == wanted) if len(keys) else np.zeros(pair.size, bool)
+            s, hit, pair = similarity[at][found], hit[found], pair[found]
+            num = np.bincount(pair, weights=s * residual_sum[hit], minlength=len(n))
+            den = np.bincount(pair, weights=s * times[hit], minlength=len(n))
+            value[part] = num / (1.0 + den)
+        return pd.DataFrame({f"{USER}_": users, f"{ITEM}_": items, out: value})
+
+    return solve
+
+
+def _pair_key(users: np.ndarray, movies: np.ndarray) -> np.ndarray:
+    return (users << np.int64(32)) | (movies & np.int64(0xFFFFFFFF))
+
+
+@dataclass
+class Knn:
+    """What the neighbour feature needs at prediction time: each movie's neighbours (from the ranking model's
+    item factors) and the residuals of the ratings the rating model was fitted on."""
+
+    neighbours: DataFrame  # movie_id, neighbour_id, similarity
+    residuals: DataFrame  # user_id, movie_id, residual
+
+    def transform(self, df: DataFrame, out: str = "_knn") -> DataFrame:
+        return knn_feature_fn(df, self.neighbours, self.residuals, out)
+
+    def save(self, folder: Path, scratch: Path | None = None) -> None:
+        """``neighbours`` and ``residuals`` as Parquet folders. Residuals are ratings-sized (neighbours are k per
+        movie): with ``scratch`` (a folder Spark's executors can write, e.g. in the volume) Spark writes them there
+        and the files are copied, so they never pass through the driver; without, through Arrow (small data)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, df in (("neighbours", self.neighbours), ("residuals", self.residuals)):
+            target = folder / name
+            shutil.rmtree(target, ignore_errors=True)
+            if scratch is None:
+                target.mkdir()
+                write_parquet(df, target / "part-0.parquet")
+                continue
+            staged = scratch / f"knn_{name}"
+            df.write.mode("overwrite").parquet(str(staged))
+            try:
+                shutil.copytree(staged, target, ignore=shutil.ignore_patterns("_*", ".*"))
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+
+    @classmethod
+    def load(cls, spark: SparkSession, folder: Path) -> Knn:
+        neighbours = read_parquet(spark, folder / "neighbours", {ITEM: "int", NEIGHBOUR: "int", "similarity": "double"})
+        residuals = read_parquet(spark, folder / "residuals", {USER: "int", ITEM: "int", "residual": "double"})
+        return cls(neighbours, residuals)
+
+
+def fit_knn(baseline: BiasBaseline, ratings: DataFrame, implicit: Factors, k: int, power: float) -> Knn:
+    """The neighbour feature of a rating model whose final baseline is ``baseline``, fitted on ``ratings``;
+    neighbours by cosine of the ranking model's item factors (``implicit``)."""
+    # Checkpointed: the top-k is a costly job, and every prediction would otherwise run it again.
+    return Knn(item_neighbours_fn(implicit.items, k, power).localCheckpoint(), residuals_fn(baseline, ratings))
