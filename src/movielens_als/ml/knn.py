@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -18,8 +18,12 @@ from movielens_als.ml.als import als_blocks
 from movielens_als.ml.factors import Factors, read_parquet, write_parquet
 from movielens_als.ml.topk import top_k_fn
 
-if TYPE_CHECKING:  # the rating model holds a Knn: its module imports this one
-    from movielens_als.ml.rating_model import BiasBaseline
+
+class Baseline(Protocol):
+    """What the residuals need of the rating model's bias baseline: a ``baseline`` column for each rating."""
+
+    def predict(self, df: DataFrame, out: str = "baseline") -> DataFrame: ...
+
 
 NEIGHBOUR = "neighbour_id"
 
@@ -40,7 +44,7 @@ def item_neighbours_fn(items: DataFrame, k: int, power: float) -> DataFrame:
     )
 
 
-def residuals_fn(baseline: BiasBaseline, ratings: DataFrame) -> DataFrame:
+def residuals_fn(baseline: Baseline, ratings: DataFrame) -> DataFrame:
     """(user_id, movie_id, residual): ``rating - (mu + b_user + b_item)`` of each rating."""
     return baseline.predict(ratings.select(USER, ITEM, RATING)).select(
         USER, ITEM, (F.col(RATING) - F.col("baseline")).alias("residual")
@@ -157,7 +161,7 @@ class Knn:
         return cls(neighbours, residuals)
 
 
-def fit_knn(baseline: BiasBaseline, ratings: DataFrame, implicit: Factors, k: int, power: float) -> Knn:
+def fit_knn(baseline: Baseline, ratings: DataFrame, implicit: Factors, k: int, power: float) -> Knn:
     """The neighbour feature of a rating model whose final baseline is ``baseline``, fitted on ``ratings``;
     neighbours by cosine of the ranking model's item factors (``implicit``)."""
     # Checkpointed: the top-k is a costly job, and every prediction would otherwise run it again.
