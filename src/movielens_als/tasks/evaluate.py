@@ -106,7 +106,7 @@ def recorded_baselines(
         and "rating" in models["baseline"]
         and all(
             set(models[m].get("ranking", {})) == set(RANKING_METRICS) and models[m].get("diversity") for m in BASELINES
-        )  # fmt: skip
+        )
     ]
     if not complete:
         return None
