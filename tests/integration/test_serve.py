@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from movielens_als.commands import build_parser, execute
 from movielens_als.config import ENDPOINT_NAME
+from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.catalog import delta_path
 from movielens_als.lakehouse.names import Namespace, payload_table
 from tests.fake_api import cli_server
@@ -132,7 +133,7 @@ def test_the_next_land_takes_the_ratings_serve_logged_exactly_once_and_again_not
     off_scale = [(r.reason, r.request_id in mine) for r in bad if f'"user_id":"{PERSON + 1}"' in r.raw_line]
     assert off_scale == [("rating 9 outside the 0.5-5 scale", True)]
     assert first["feedback_harvested"] >= 5 and first["feedback_quarantined"] >= 1, first
-    version = spark.sql(f"DESCRIBE HISTORY {schema.table('ratings')} LIMIT 1").first().version
+    version = tables.table_version(spark, schema, "ratings")
     again = execute(land, spark).rows
     assert (again["feedback_harvested"], again["feedback_quarantined"], again["feedback_merged"]) == (0, 0, 0)
-    assert spark.sql(f"DESCRIBE HISTORY {schema.table('ratings')} LIMIT 1").first().version == version
+    assert tables.table_version(spark, schema, "ratings") == version

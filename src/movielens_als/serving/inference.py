@@ -111,8 +111,7 @@ def _write_batches(path: str, rows: multiprocessing.Queue, flush_seconds: float,
     os.environ["TOKIO_WORKER_THREADS"] = "1"
     from deltalake import DeltaTable, write_deltalake
 
-    # The table from the start (an empty first commit): readers find it at once, and the first requests' rows are
-    # an append, not the costlier creation of a table.
+    # The table from the start (an empty first commit): readers and harvests find it as soon as serve is up.
     try:
         if not DeltaTable.is_deltatable(path):
             write_deltalake(path, SCHEMA.empty_table(), mode="append")
