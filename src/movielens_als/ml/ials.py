@@ -198,12 +198,12 @@ def _solver(keys: tuple[int, ...], reg_param: float, alpha: float, beta_n: float
         rank = int(round(np.sqrt(shared.size)))
         shared = shared.reshape(rank, rank)
         factors_of = shipped[~grams]
-        order = np.argsort(factors_of["id"].to_numpy(), kind="stable")
-        ids = factors_of["id"].to_numpy()[order]
-        factors = np.stack(factors_of["features"].to_numpy()[order]).astype(np.float64)
+        factors = np.stack(factors_of["features"].to_numpy())
         others = rows["others"].to_numpy()
-        positions = [np.searchsorted(ids, o) for o in others]
-        solved = solve_rows(shared, factors, positions, list(rows["values"].to_numpy()), alpha, reg_param, beta_n)
+        positions = pd.Index(factors_of["id"]).get_indexer(np.concatenate(others))  # a hash lookup per rating
+        indptr = np.concatenate(([0], np.cumsum([len(o) for o in others])))
+        values = np.concatenate(rows["values"].to_numpy())
+        solved = solve_rows(shared, factors, indptr, positions, values, alpha, reg_param, beta_n)
         return _emitted(rows["id"].to_numpy(), solved, others, keys, ship, final)
 
     return solve

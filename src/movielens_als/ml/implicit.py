@@ -27,47 +27,57 @@ def beta_terms(beta: float, positives: int, users: int, items: int) -> tuple[flo
     return beta * positives / max(users, 1), beta * positives / max(items, 1)
 
 
-def normal_equations(
-    shared: np.ndarray, y: np.ndarray, values: np.ndarray, alpha: float, reg_param: float, beta_n: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(A, b) of one id's system: ``shared`` is ``Y'Y``, ``y`` the factors of what it rated with ``values``."""
-    y = y.astype(np.float64, copy=False)
-    values = np.asarray(values, dtype=np.float64)
-    c1 = alpha * np.abs(values)
-    positive = values > 0
-    a = shared + (y * c1[:, None]).T @ y
-    a[np.diag_indices_from(a)] += reg_param * (positive.sum() + beta_n)
-    return a, np.where(positive, 1.0 + c1, 0.0) @ y
-
-
 def implicit_update(
     shared: np.ndarray, y: np.ndarray, values: np.ndarray, alpha: float, reg_param: float, beta_n: float = 0.0
 ) -> np.ndarray:
-    """One id's factor: the solution of :func:`normal_equations`."""
-    a, b = normal_equations(shared, y, values, alpha, reg_param, beta_n)
-    return np.linalg.solve(a, b)
+    """One id's factor: ``shared`` is ``Y'Y``, ``y`` the factors of what it rated with ``values``."""
+    n = len(values)
+    return solve_rows(shared, y, np.array([0, n]), np.arange(n), values, alpha, reg_param, beta_n)[0]
 
 
 def solve_rows(
     shared: np.ndarray,
     factors: np.ndarray,
-    positions: list[np.ndarray],
-    values: list[np.ndarray],
+    indptr: np.ndarray,
+    positions: np.ndarray,
+    values: np.ndarray,
     alpha: float,
     reg_param: float,
     beta_n: float,
 ) -> np.ndarray:
-    """Each row's factor (float64, one per row): row ``r`` rated ``factors[positions[r]]`` with ``values[r]``. The
-    systems are built one per row (BLAS products) and solved stacked, ``SOLVE_CHUNK`` at a time."""
+    """Each row's factor (float64): row ``r`` rated ``factors[positions[indptr[r]:indptr[r + 1]]]`` with
+    ``values[indptr[r]:indptr[r + 1]]`` (the CSR layout).
+
+    Per row, its factors are gathered (a block small enough to stay in cache: one gather of a whole chunk is
+    slower) and ``Y_u' diag(alpha |r|) Y_u`` and the right-hand side are two float32 BLAS products, the precision
+    the factors travel in; the systems are then solved stacked in float64, ``SOLVE_CHUNK`` rows at a time.
+    """
     rank = shared.shape[0]
-    out = np.empty((len(positions), rank))
-    for start in range(0, len(positions), SOLVE_CHUNK):
-        stop = min(start + SOLVE_CHUNK, len(positions))
-        a = np.empty((stop - start, rank, rank))
-        b = np.empty((stop - start, rank))
-        for k, row in enumerate(range(start, stop)):
-            a[k], b[k] = normal_equations(shared, factors[positions[row]], values[row], alpha, reg_param, beta_n)
-        out[start:stop] = np.linalg.solve(a, b[..., None])[..., 0]
+    factors = np.asarray(factors, dtype=np.float32)
+    indptr = np.asarray(indptr, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    confidence = alpha * np.abs(values)
+    positive = values > 0
+    weight = confidence.astype(np.float32)
+    target = np.where(positive, 1.0 + confidence, 0.0).astype(np.float32)
+    diagonal = reg_param * (np.diff(np.concatenate(([0], np.cumsum(positive)))[indptr]) + beta_n)
+    diag = np.arange(rank)
+    rows = len(indptr) - 1
+    out = np.empty((rows, rank))
+    for start in range(0, rows, SOLVE_CHUNK):
+        stop = min(start + SOLVE_CHUNK, rows)
+        products = np.empty((stop - start, rank, rank), dtype=np.float32)
+        b = np.empty((stop - start, rank), dtype=np.float32)
+        bounds = indptr[start : stop + 1].tolist()
+        for k in range(stop - start):
+            lo, hi = bounds[k], bounds[k + 1]
+            y = factors[positions[lo:hi]]
+            np.matmul((y * weight[lo:hi, None]).T, y, out=products[k])
+            np.matmul(target[lo:hi], y, out=b[k])
+        a = products.astype(np.float64)
+        a += shared
+        a[:, diag, diag] += diagonal[start:stop, None]
+        out[start:stop] = np.linalg.solve(a, b[..., None].astype(np.float64))[..., 0]
     return out
 
 

@@ -6,7 +6,8 @@ by :mod:`tuning`, never on ``test``; :mod:`retune` decides whether this run sear
 
 Both models are refitted on train + validation, which ``evaluate`` scores on the protocol's test
 split, and the ranking model once more on every rating with the same hyperparameters, which
-``recommend`` serves: test rows are held out to measure, not withheld from users. The run is
+``recommend`` serves: test rows are held out to measure, not withheld from users. The ranking refits are warm
+(:func:`refit_ranking_model`): the first from the tuning fit, the serving one from the first. The run is
 tracked in MLflow and the models registered as ``challenger`` versions (:mod:`registry`).
 """
 
@@ -37,10 +38,11 @@ from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import ensure_checkpoint_dir
 from movielens_als.ml import registry, retune
+from movielens_als.ml.factors import Factors
 from movielens_als.ml.grid import grid_points, parse_grid
 from movielens_als.ml.knn import fit_knn
 from movielens_als.ml.models import TRAINING_RUNS, RunModels, validate_run_id
-from movielens_als.ml.ranking_model import fit_ranking_model
+from movielens_als.ml.ranking_model import WARM_ITERATIONS, refit_ranking_model
 from movielens_als.ml.rating_model import Blend, RatingModel, fit_rating_model
 from movielens_als.ml.registry import RANKING_MODEL, RATING_MODEL, RECOMMENDER_MODEL
 from movielens_als.ml.retune import Tuned
@@ -104,6 +106,7 @@ class Chosen:
     ranking: dict
     blend: Blend
     scores: list[dict]  # every grid point's; empty when an earlier run's choice is reused
+    ranking_fit: Factors | None = None  # the chosen ranking point fitted on the fit split: the refit's start
 
     def validation(self, k: int) -> dict[str, float]:
         """The chosen points' validation scores (none when reused): the rating model's RMSE-best ALS point and
@@ -139,7 +142,8 @@ def search(
     t = time.monotonic()
     knn_params, blend, blend_scores = tune_blend(fit, validation, grid["rating"], fit_baseline, fit_rating, fit_ranking)
     timed("blend", t)
-    return Chosen({**rating_params, **knn_params}, ranking_params, blend, rating_scores + blend_scores + ranking_scores)
+    scores = rating_scores + blend_scores + ranking_scores
+    return Chosen({**rating_params, **knn_params}, ranking_params, blend, scores, fit_ranking)
 
 
 def reused(tuned: Tuned) -> Chosen:
@@ -222,22 +226,24 @@ def train(
         on_fit("rating model on train + validation")
         baseline, rating_model = fit_rating_model(full, rating_params, seed)
         on_fit("ranking model on train + validation")
-        ranking_model = fit_ranking_model(full, ranking_params, seed)
+        # Warm refits: from the tuning fit (train only: no test row reaches the evaluated model) when this run
+        # tuned; a reused choice refits from scratch, as the champion's factors came from another split.
+        ranking_model = refit_ranking_model(full, ranking_params, seed, chosen.ranking_fit)
         # The final model's residuals are of train + validation: the ratings it was refitted on.
         knn = fit_knn(baseline, full, ranking_model, rating_params["knn_k"], rating_params["knn_power"])
         timed("refit", t)
         t = time.monotonic()
-        every_rating = spark.read.option("versionAsOf", ratings_version).table(namespace.table("ratings"))
+        ratings_table = spark.read.option("versionAsOf", ratings_version).table(namespace.table("ratings"))
+        every_rating = ratings_table.select(USER, ITEM, RATING)
         on_fit("serving model on every rating")
-        serving_model = fit_ranking_model(every_rating.select(USER, ITEM, RATING), ranking_params, seed)
+        serving_model = refit_ranking_model(every_rating, ranking_params, seed, ranking_model)
         timed("serving_refit", t)
         # Titles for the answers; a ratings table landed without its catalogue answers with ids only.
         movies = spark.table(namespace.table("movies")) if tables.table_exists(spark, namespace, "movies") else None
 
         def save_recommender_model(folder: Path) -> None:
             params = recommender_params(ranking_params, run_id)
-            ratings = every_rating.select(USER, ITEM, RATING)
-            save_recommender(folder, serving_model, ratings, movies, params, Path(storage) / "tmp" / run_id)
+            save_recommender(folder, serving_model, every_rating, movies, params, Path(storage) / "tmp" / run_id)
 
         t = time.monotonic()
         progress.update("logging and registering the three models in MLflow")
@@ -309,6 +315,9 @@ def _track(
         mlflow.log_params({f"rating.{n}": v for n, v in chosen.rating.items()})
         mlflow.log_params({f"rating.blend.{n}": v for n, v in chosen.blend.as_dict().items()})
         mlflow.log_params({f"ranking.{n}": v for n, v in chosen.ranking.items()})
+        warm = min(WARM_ITERATIONS, chosen.ranking["max_iter"])
+        refit_from = "tuning fit" if chosen.ranking_fit is not None else "scratch"
+        mlflow.log_params({"refit.ranking_from": refit_from, "refit.serving_from": "refit", "refit.warm_iter": warm})
         mlflow.log_dict(grid, "grid.json")
         mlflow.log_dict(chosen.scores, "validation_scores.json")
         mlflow.log_metrics(chosen.validation(grid["k"]) | {f"seconds_{step}": s for step, s in timings.items()})
