@@ -10,7 +10,7 @@ MOVIELENS_100K ?=
 SOURCE := $(if $(MOVIELENS_100K),--source $(MOVIELENS_100K),)
 PYTEST_ARGS ?=
 
-.PHONY: run app run-cluster test test-unit lint format install benchmark bench-scale bench-serve bench-quality bench-loop bench-app bench-feedback bench-fit wheel clean
+.PHONY: run app run-cluster test test-unit lint format install benchmark bench-scale bench-serve bench-quality bench-loop bench-app bench-feedback bench-fit bench-warm wheel clean
 
 run: install
 	$(BIN)/movielens-als run $(SOURCE)
@@ -66,6 +66,10 @@ bench-quality: install
 
 bench-loop: install
 	$(BIN)/python benchmarks/local_loop.py
+
+# The validation curve behind the warm refits' WARM_ITERATIONS (ml-100k, two seeds, starts on 90% and 75%).
+bench-warm: install
+	MOVIELENS_100K=$(MOVIELENS_100K) $(BIN)/python benchmarks/warm.py
 
 # Seconds the feedback harvest and merge add to land (FEEDBACK_SIZES=100k,5m; 5m is synthesized once into WORK).
 FEEDBACK_SIZES ?= 100k,5m
