@@ -67,7 +67,7 @@ bench-quality: install
 bench-loop: install
 	$(BIN)/python benchmarks/local_loop.py
 
-# The validation curve behind the warm refits' WARM_ITERATIONS (ml-100k, two seeds, starts on 90% and 75%).
+# Warm ranking refits against cold ones on validation (ml-100k, two seeds, starts on 90% and 75%): measured, not adopted.
 bench-warm: install
 	MOVIELENS_100K=$(MOVIELENS_100K) $(BIN)/python benchmarks/warm.py
 

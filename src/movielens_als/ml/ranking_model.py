@@ -14,10 +14,6 @@ from movielens_als.ml.factors import Factors
 from movielens_als.ml.ials import fit_ials
 from movielens_als.ml.topk import top_k_fn
 
-# Iterations of a warm refit: benchmarks/warm.py's validation curve (ml-100k, two seeds) has a refit started from
-# a fit on 90% or 75% of its rows reach a cold fit's validation nDCG@10 (within tuning's NDCG_TIE) in this many.
-WARM_ITERATIONS = 3
-
 
 def implicit_frame(df: DataFrame, implicit_value: str) -> DataFrame:
     """(user, item, value) for implicit ALS: value 1 per rating, or the rating itself."""
@@ -30,7 +26,7 @@ def fit_ranking_model(
 ) -> Factors:
     """Implicit ALS: preference 1 for rated items, confidence ``1 + alpha * value``, regulariser
     ``reg_param * (n + beta * N)`` (``beta`` 0: Spark's implicit ALS). ``start``: a fit to begin from (its users'
-    factors), for ``max_iter`` iterations instead of the hyperparameters'."""
+    factors), for ``max_iter`` iterations instead of the hyperparameters' (``make bench-warm``)."""
     return fit_ials(
         implicit_frame(df, params["implicit_value"]),
         rank=params["rank"],
@@ -41,14 +37,6 @@ def fit_ranking_model(
         seed=seed,
         start=start,
     )
-
-
-def refit_ranking_model(df: DataFrame, params: dict[str, Any], seed: int, start: Factors | None) -> Factors:
-    """The ranking model with ``params`` on ``df``: from ``start`` (the same hyperparameters fitted on a subset of
-    ``df``'s rows) for ``WARM_ITERATIONS`` (at most ``max_iter``), or from scratch when there is none."""
-    if start is None:
-        return fit_ranking_model(df, params, seed)
-    return fit_ranking_model(df, params, seed, start=start, max_iter=min(WARM_ITERATIONS, params["max_iter"]))
 
 
 def model_top_k(

@@ -6,8 +6,7 @@ by :mod:`tuning`, never on ``test``; :mod:`retune` decides whether this run sear
 
 Both models are refitted on train + validation, which ``evaluate`` scores on the protocol's test
 split, and the ranking model once more on every rating with the same hyperparameters, which
-``recommend`` serves: test rows are held out to measure, not withheld from users. The ranking refits are warm
-(:func:`refit_ranking_model`): the first from the tuning fit, the serving one from the first. The run is
+``recommend`` serves: test rows are held out to measure, not withheld from users. The run is
 tracked in MLflow and the models registered as ``challenger`` versions (:mod:`registry`).
 """
 
@@ -38,11 +37,10 @@ from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import ensure_checkpoint_dir
 from movielens_als.ml import registry, retune
-from movielens_als.ml.factors import Factors
 from movielens_als.ml.grid import grid_points, parse_grid
 from movielens_als.ml.knn import fit_knn
 from movielens_als.ml.models import TRAINING_RUNS, RunModels, validate_run_id
-from movielens_als.ml.ranking_model import WARM_ITERATIONS, refit_ranking_model
+from movielens_als.ml.ranking_model import fit_ranking_model
 from movielens_als.ml.rating_model import Blend, RatingModel, fit_rating_model
 from movielens_als.ml.registry import RANKING_MODEL, RATING_MODEL, RECOMMENDER_MODEL
 from movielens_als.ml.retune import Tuned
@@ -106,7 +104,6 @@ class Chosen:
     ranking: dict
     blend: Blend
     scores: list[dict]  # every grid point's; empty when an earlier run's choice is reused
-    ranking_fit: Factors | None = None  # the chosen ranking point fitted on the fit split: the refit's start
 
     def validation(self, k: int) -> dict[str, float]:
         """The chosen points' validation scores (none when reused): the rating model's RMSE-best ALS point and
@@ -142,8 +139,7 @@ def search(
     t = time.monotonic()
     knn_params, blend, blend_scores = tune_blend(fit, validation, grid["rating"], fit_baseline, fit_rating, fit_ranking)
     timed("blend", t)
-    scores = rating_scores + blend_scores + ranking_scores
-    return Chosen({**rating_params, **knn_params}, ranking_params, blend, scores, fit_ranking)
+    return Chosen({**rating_params, **knn_params}, ranking_params, blend, rating_scores + blend_scores + ranking_scores)
 
 
 def reused(tuned: Tuned) -> Chosen:
@@ -226,9 +222,9 @@ def train(
         on_fit("rating model on train + validation")
         baseline, rating_model = fit_rating_model(full, rating_params, seed)
         on_fit("ranking model on train + validation")
-        # Warm refits: from the tuning fit (train only: no test row reaches the evaluated model) when this run
-        # tuned; a reused choice refits from scratch, as the champion's factors came from another split.
-        ranking_model = refit_ranking_model(full, ranking_params, seed, chosen.ranking_fit)
+        # From scratch, not warm from the tuning fit: warm refits keep nDCG but cover less of the catalogue
+        # (README, Results: "Warm refits").
+        ranking_model = fit_ranking_model(full, ranking_params, seed)
         # The final model's residuals are of train + validation: the ratings it was refitted on.
         knn = fit_knn(baseline, full, ranking_model, rating_params["knn_k"], rating_params["knn_power"])
         timed("refit", t)
@@ -236,7 +232,7 @@ def train(
         ratings_table = spark.read.option("versionAsOf", ratings_version).table(namespace.table("ratings"))
         every_rating = ratings_table.select(USER, ITEM, RATING)
         on_fit("serving model on every rating")
-        serving_model = refit_ranking_model(every_rating, ranking_params, seed, ranking_model)
+        serving_model = fit_ranking_model(every_rating, ranking_params, seed)
         timed("serving_refit", t)
         # Titles for the answers; a ratings table landed without its catalogue answers with ids only.
         movies = spark.table(namespace.table("movies")) if tables.table_exists(spark, namespace, "movies") else None
@@ -315,9 +311,6 @@ def _track(
         mlflow.log_params({f"rating.{n}": v for n, v in chosen.rating.items()})
         mlflow.log_params({f"rating.blend.{n}": v for n, v in chosen.blend.as_dict().items()})
         mlflow.log_params({f"ranking.{n}": v for n, v in chosen.ranking.items()})
-        warm = min(WARM_ITERATIONS, chosen.ranking["max_iter"])
-        refit_from = "tuning fit" if chosen.ranking_fit is not None else "scratch"
-        mlflow.log_params({"refit.ranking_from": refit_from, "refit.serving_from": "refit", "refit.warm_iter": warm})
         mlflow.log_dict(grid, "grid.json")
         mlflow.log_dict(chosen.scores, "validation_scores.json")
         mlflow.log_metrics(chosen.validation(grid["k"]) | {f"seconds_{step}": s for step, s in timings.items()})

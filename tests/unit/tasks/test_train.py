@@ -10,14 +10,10 @@ import subprocess
 import sys
 
 import mlflow
-import numpy as np
 import pytest
 
 from movielens_als.errors import MovieLensAlsError
-from movielens_als.ml.grid import parse_grid
-from movielens_als.ml.models import load_run_models, run_info
-from movielens_als.ml.ranking_model import WARM_ITERATIONS, fit_ranking_model
-from movielens_als.ml.splitting import read_splits, tuning_frames
+from movielens_als.ml.splitting import tuning_frames
 from movielens_als.tasks.split import split
 from movielens_als.tasks.train import _claim_run, _write_run, train
 
@@ -81,34 +77,6 @@ def test_train_ignores_test_rows_and_records_the_run(spark, namespace, storage):
     assert len(json.loads(runs["run_a"]["validation_metrics"])) == 1 + 1 + 1 + 2  # bias, rating ALS, blend, 2 ranking
     with pytest.raises(MovieLensAlsError, match="already exists"):
         train(spark, namespace, storage, run_id="run_a", grid=TINY_GRID)
-
-
-def test_the_ranking_refit_starts_from_the_tuning_fit_and_the_serving_refit_from_the_refit(spark, namespace, storage):
-    """Each warm refit equals a fit of ``WARM_ITERATIONS`` iterations begun from the factors named, and differs
-    from the cold fit of ``max_iter`` the refits ran before."""
-    grid = {**TINY_GRID, "ranking": {"rank": [2], "reg_param": [0.1], "alpha": [1.0], "max_iter": [5]}}
-    _write_ratings(spark, namespace)
-    train(spark, namespace, storage, run_id="warm", grid=grid)
-    models = load_run_models(spark, namespace, "warm")
-    params = json.loads(run_info(spark, namespace, "warm")["ranking_hyperparams"])
-    seed = parse_grid(grid)["seed"]
-    fit, _, full = tuning_frames(read_splits(spark, namespace, "benchmark"))
-    every_rating = spark.table(namespace.table("ratings"))
-    assert params["max_iter"] > WARM_ITERATIONS
-    tuned = fit_ranking_model(fit, params, seed)
-    refit = fit_ranking_model(full, params, seed, start=tuned, max_iter=WARM_ITERATIONS)
-    serving = fit_ranking_model(every_rating, params, seed, start=refit, max_iter=WARM_ITERATIONS)
-    for ours, expected in ((models.ranking, refit), (models.serving, serving)):
-        for side in ("users", "items"):
-            np.testing.assert_allclose(_matrix(getattr(ours, side)), _matrix(getattr(expected, side)), atol=1e-5)
-    assert not np.allclose(_matrix(models.ranking.users), _matrix(fit_ranking_model(full, params, seed).users))
-    logged = mlflow.get_run(run_info(spark, namespace, "warm")["mlflow_run_id"]).data.params
-    assert (logged["refit.ranking_from"], logged["refit.warm_iter"]) == ("tuning fit", str(WARM_ITERATIONS))
-
-
-def _matrix(factors):
-    rows = sorted((r["id"], list(r["features"])) for r in factors.collect())
-    return np.array([features for _, features in rows])
 
 
 def test_train_without_splits_is_a_clear_error(spark, namespace, storage):
