@@ -21,7 +21,8 @@ solved a block ships each solved factor (float32, as Spark keeps them) to the ot
 rated it, with the block's partial ``Y'Y``, and the next half-step's task of each block receives exactly what its
 rows read. No ratings-sized collect, no users x items product, nothing to the driver between half-steps; each
 half-step's output is checkpointed (one Spark job), so the lineage stays one step deep however many iterations
-run. ``start``: factors to begin from (a warm start, e.g. the refit from the tuning fit's users).
+run. The grouped rows do not depend on the hyperparameters: a grid's fits of the same ratings share them
+(:class:`Blocked`). ``start``: factors to begin from (a warm start, e.g. the refit from the tuning fit's users).
 """
 
 from __future__ import annotations
@@ -55,8 +56,30 @@ class _Side:
     positives: int
 
 
+@dataclass
+class Blocked:
+    """A ratings frame grouped into both sides' blocks, cached: what every fit of the same rows reads, built once
+    (:func:`block_ratings`) and shared by a grid's fits; :meth:`release` frees it."""
+
+    users: _Side
+    items: _Side
+    keys: tuple[int, ...]
+
+    def release(self) -> None:
+        self.users.rows.unpersist()
+        self.items.rows.unpersist()
+
+
+def block_ratings(df: DataFrame, blocks: int | None = None) -> Blocked:
+    """``df`` (user_id, movie_id, value) as both sides' cached blocks; ``blocks`` defaults to the cores."""
+    spark = df.sparkSession
+    keys = partition_keys(spark, blocks or max(2, als_blocks(spark)))
+    ratings = _ratings(df)
+    return Blocked(_side(ratings, "u", "i", keys), _side(ratings, "i", "u", keys), keys)
+
+
 def fit_ials(
-    df: DataFrame,
+    df: DataFrame | Blocked,
     rank: int,
     reg_param: float,
     alpha: float,
@@ -66,14 +89,12 @@ def fit_ials(
     blocks: int | None = None,
     start: Factors | None = None,
 ) -> Factors:
-    """Implicit ALS on ``df`` (user_id, movie_id, value) with regulariser ``reg_param * (n + beta * mean n)``."""
+    """Implicit ALS on ``df`` (user_id, movie_id, value) with regulariser ``reg_param * (n + beta * mean n)``;
+    ``df`` may be already :func:`block_ratings` (then ``blocks`` is its own and the blocks stay cached)."""
     if max_iter < 1:
         raise ValueError(f"fit_ials needs max_iter >= 1, got {max_iter}")
-    spark = df.sparkSession
-    blocks = blocks or max(2, als_blocks(spark))
-    keys = partition_keys(spark, blocks)
-    ratings = _ratings(df)
-    users, items = _side(ratings, "u", "i", keys), _side(ratings, "i", "u", keys)
+    blocked = df if isinstance(df, Blocked) else block_ratings(df, blocks)
+    users, items, keys = blocked.users, blocked.items, blocked.keys
     try:
         user_beta, item_beta = beta_terms(beta, users.positives, users.count, items.count)
         shipped = _checkpoint(_initial(users, start, rank, seed, keys))
@@ -82,8 +103,8 @@ def fit_ials(
             item_out = _half_step(items, shipped, keys, reg_param, alpha, item_beta, ship=True, final=last)
             shipped = _half_step(users, item_out, keys, reg_param, alpha, user_beta, ship=not last, final=last)
     finally:
-        users.rows.unpersist()
-        items.rows.unpersist()
+        if blocked is not df:
+            blocked.release()
     return Factors(_final(shipped), _final(item_out))
 
 

@@ -17,6 +17,8 @@ catalogue, and the full users x items product is never built.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, Window
@@ -117,17 +119,67 @@ def _scorer(k: int, cosine: bool):
     return score
 
 
-def _numbered(factors: DataFrame, block_size: int, side: str) -> DataFrame:
-    """(id, features, block, pos): dense positions by id. Factor tables are catalogue-sized, so one
-    ordered window is cheap, and dense numbering keeps blocks full however sparse the ids are."""
+@dataclass(frozen=True)
+class Layout:
+    """Where each left and right id sits (block, position) and the excluded pairs packed per block pair: what top-k
+    passes over the same ids and exclusions share (a tuning grid's fits). Built by :func:`top_k_layout`."""
+
+    left: DataFrame  # (left_id, left_block, left_pos)
+    right: DataFrame  # (right_id, right_block, right_pos)
+    n_left: int
+    n_right: int
+    excluded: DataFrame | None  # (left_block, right_block, excluded ARRAY<BIGINT>: left_pos << 32 | right_pos)
+    block_size: int
+
+
+def _numbering(ids: DataFrame, block_size: int, side: str) -> DataFrame:
+    """(id, block, pos): dense positions by id. Id sets are catalogue-sized, so one ordered window is cheap, and
+    dense numbering keeps blocks full however sparse the ids are."""
     pos = F.row_number().over(Window.orderBy("id")) - 1
-    numbered = factors.select(F.col("id").cast("int").alias("id"), "features").withColumn("_n", pos)
+    numbered = ids.select(F.col("id").cast("int").alias("id")).withColumn("_n", pos)
     return numbered.select(
         F.col("id").alias(f"{side}_id"),
-        "features",
         F.floor(F.col("_n") / block_size).cast("int").alias(f"{side}_block"),
         (F.col("_n") % block_size).cast("int").alias(f"{side}_pos"),
     ).localCheckpoint()
+
+
+def top_k_layout(
+    left_ids: DataFrame,
+    right_ids: DataFrame,
+    excluded: DataFrame | None = None,
+    block_size: int = RECOMMEND.block_size,
+    keep: bool = False,
+) -> Layout:
+    """The :class:`Layout` of ``left_ids`` and ``right_ids`` (column ``id``) with ``excluded`` (left_id,
+    right_id); ``keep``: the packed exclusions are materialised, for several :func:`top_k_fn` passes."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise MovieLensAlsError(f"block_size must be a positive integer, got {block_size!r}")
+    left, right = _numbering(left_ids, block_size, "left"), _numbering(right_ids, block_size, "right")
+    packed = None
+    if excluded is not None:
+        packed = (
+            excluded.select(F.col("left_id").cast("int"), F.col("right_id").cast("int"))
+            .join(left, "left_id")
+            .join(right, "right_id")
+            .groupBy("left_block", "right_block")
+            .agg(
+                F.collect_list(F.shiftleft(F.col("left_pos").cast("bigint"), 32) + F.col("right_pos")).alias("excluded")
+            )
+        )
+        packed = packed.localCheckpoint() if keep else packed
+    return Layout(left, right, left.count(), right.count(), packed, block_size)
+
+
+def _numbered(layout_side: DataFrame, factors: DataFrame, side: str, expected: int | None) -> DataFrame:
+    """(id, block, pos, features): ``factors`` placed by the layout. ``expected``: check the layout numbers exactly
+    the factors' ids (a layout built elsewhere; a position off by one row would mask the wrong movies)."""
+    numbered = layout_side.join(factors.select(F.col("id").cast("int").alias(f"{side}_id"), "features"), f"{side}_id")
+    if expected is not None:
+        numbered = numbered.localCheckpoint()
+        if numbered.count() != expected:
+            raise ValueError(f"the top-k layout numbers {expected} {side} ids, the factors have others")
+    return numbered
 
 
 def _blocks(numbered: DataFrame, side: str) -> DataFrame:
@@ -151,33 +203,28 @@ def top_k_fn(
     excluded: DataFrame | None = None,
     cosine: bool = False,
     block_size: int = RECOMMEND.block_size,
+    layout: Layout | None = None,
 ) -> DataFrame:
     """(left_id, right_id, score, rank): each left id's top ``k`` right ids by dot product (or cosine).
 
     ``left``/``right``: (id INT, features ARRAY<FLOAT|DOUBLE>); ``excluded``: (left_id, right_id)
-    pairs never returned. Ranks are 1..k by score desc, right_id asc; a left id with fewer than k
-    candidates left gets fewer rows.
+    pairs never returned; ``layout``: their :func:`top_k_layout`, built once for several passes (then
+    ``excluded`` and ``block_size`` are its own). Ranks are 1..k by score desc, right_id asc; a left id with fewer
+    than k candidates left gets fewer rows.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise MovieLensAlsError(f"k must be a positive integer, got {k!r}")
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise MovieLensAlsError(f"block_size must be a positive integer, got {block_size!r}")
-    left_n, right_n = _numbered(left, block_size, "left"), _numbered(right, block_size, "right")
-    n_left, n_right = left_n.count(), right_n.count()
+    shared = layout is not None
+    if layout is None:
+        layout = top_k_layout(left.select("id"), right.select("id"), excluded, block_size)
+    n_left, n_right, block_size = layout.n_left, layout.n_right, layout.block_size
     if n_left == 0 or n_right == 0:
         return left.sparkSession.createDataFrame([], "left_id INT, right_id INT, score DOUBLE, rank INT")
+    left_n = _numbered(layout.left, left, "left", n_left if shared else None)
+    right_n = _numbered(layout.right, right, "right", n_right if shared else None)
     pairs = _blocks(left_n, "left").crossJoin(_blocks(right_n, "right"))
-    if excluded is not None:
-        packed = (
-            excluded.select(F.col("left_id").cast("int"), F.col("right_id").cast("int"))
-            .join(left_n.select("left_id", "left_block", "left_pos"), "left_id")
-            .join(right_n.select("right_id", "right_block", "right_pos"), "right_id")
-            .groupBy("left_block", "right_block")
-            .agg(
-                F.collect_list(F.shiftleft(F.col("left_pos").cast("bigint"), 32) + F.col("right_pos")).alias("excluded")
-            )
-        )
-        pairs = pairs.join(packed, ["left_block", "right_block"], "left")
+    if layout.excluded is not None:
+        pairs = pairs.join(layout.excluded, ["left_block", "right_block"], "left")
     else:
         pairs = pairs.withColumn("excluded", F.lit(None).cast("array<bigint>"))
     left_blocks, right_blocks = -(-n_left // block_size), -(-n_right // block_size)

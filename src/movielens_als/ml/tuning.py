@@ -16,9 +16,10 @@ from pyspark.sql import DataFrame
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.ml.factors import Factors
 from movielens_als.ml.grid import grid_points
+from movielens_als.ml.ials import Blocked
 from movielens_als.ml.knn import fit_knn
 from movielens_als.ml.metrics import coverage_novelty_fn, ranking_metrics_fn, rating_metrics_fn
-from movielens_als.ml.ranking_model import fit_ranking_model, model_top_k
+from movielens_als.ml.ranking_model import fit_ranking_model, model_layout, model_top_k, ranking_blocks
 from movielens_als.ml.rating_model import (
     BiasBaseline,
     Blend,
@@ -123,35 +124,53 @@ def tune_ranking(
     on_fit: Callable[[str], None] = lambda _: None,
 ) -> tuple[dict, list[dict], Factors]:
     """Choose the implicit ALS by validation nDCG@k, and among the points within ``NDCG_TIE`` of the best the one
-    whose lists cover most of the catalogue; return (chosen, all scores, chosen model fitted on ``fit``)."""
+    whose lists cover most of the catalogue; return (chosen, all scores, chosen model fitted on ``fit``).
+
+    The points share what does not depend on them: the blocked ratings (per ``implicit_value``) and the top-k
+    layout with its excluded pairs. A fit that can no longer be chosen is dropped as soon as it falls out of the tie.
+    """
     scores: list[dict] = []
-    fitted: list[Factors] = []
+    fitted: list[Factors | None] = []
     users = validation.select(USER).distinct()
     points = grid_points(grid, RANKING_PARAMS)
-    for i, params in enumerate(points, 1):
-        on_fit(f"ranking grid point {i} of {len(points)}")
-        started = time.monotonic()
-        model = fit_ranking_model(fit, params, seed)
-        top = model_top_k(model, users, fit, k).cache()
-        m = ranking_metrics_fn(top, validation, k) | coverage_novelty_fn(fit, top)
-        top.unpersist()
-        scores.append(
-            {
-                "model": "ranking",
-                "params": params,
-                **{n: m[n] for n in ("ndcg_at_k", "precision_at_k", "recall_at_k", "map", "map_at_k")},
-                **{n: m[n] for n in ("catalog_coverage", "novelty")},
-                "k": k,
-                "seconds": round(time.monotonic() - started, 2),
-            }
-        )
-        fitted.append(model)
-        log.info("ranking %s: validation ndcg@%d %.4f", params, k, m["ndcg_at_k"])
+    blocked: dict[str, Blocked] = {}
+    layout = None
+    try:
+        for i, params in enumerate(points, 1):
+            on_fit(f"ranking grid point {i} of {len(points)}")
+            started = time.monotonic()
+            value = params["implicit_value"]
+            if value not in blocked:
+                blocked[value] = ranking_blocks(fit, value)
+            model = fit_ranking_model(blocked[value], params, seed)
+            if layout is None and len(points) > 1:  # every point's fit has the ids of ``fit``
+                layout = model_layout(model, users, fit)
+            top = model_top_k(model, users, fit, k, layout=layout).cache()
+            m = ranking_metrics_fn(top, validation, k) | coverage_novelty_fn(fit, top)
+            top.unpersist()
+            scores.append(
+                {
+                    "model": "ranking",
+                    "params": params,
+                    **{n: m[n] for n in ("ndcg_at_k", "precision_at_k", "recall_at_k", "map", "map_at_k")},
+                    **{n: m[n] for n in ("catalog_coverage", "novelty")},
+                    "k": k,
+                    "seconds": round(time.monotonic() - started, 2),
+                }
+            )
+            fitted.append(model)
+            best = max(s["ndcg_at_k"] for s in scores)
+            fitted = [f if s["ndcg_at_k"] >= best - NDCG_TIE else None for f, s in zip(fitted, scores, strict=True)]
+            log.info("ranking %s: validation ndcg@%d %.4f", params, k, m["ndcg_at_k"])
+    finally:
+        for b in blocked.values():
+            b.release()
     return choose_ranking(scores, fitted)
 
 
 def choose_ranking(scores: list[dict], fitted: list) -> tuple[dict, list[dict], Factors]:
-    """(params, scores, model) of the grid point chosen: most catalogue coverage within ``NDCG_TIE`` of the best."""
+    """(params, scores, model) of the grid point chosen: most catalogue coverage within ``NDCG_TIE`` of the best
+    (``fitted`` may hold None for points outside the tie)."""
     best = max(s["ndcg_at_k"] for s in scores)
     tied = [i for i, s in enumerate(scores) if s["ndcg_at_k"] >= best - NDCG_TIE]
     chosen = max(tied, key=lambda i: (scores[i]["catalog_coverage"], scores[i]["ndcg_at_k"]))

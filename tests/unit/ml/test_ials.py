@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from movielens_als.ml.als import als_estimator
 from movielens_als.ml.factors import Factors
-from movielens_als.ml.ials import _half_step, _initial, _ratings, _side, fit_ials, partition_keys
+from movielens_als.ml.ials import _half_step, _initial, _ratings, _side, block_ratings, fit_ials, partition_keys
 from movielens_als.ml.implicit import initial_factors
 
 RANK, REG, ALPHA = 4, 0.1, 0.6
@@ -118,6 +118,22 @@ def test_a_warm_start_begins_from_the_given_factors(spark):
     ref_x, ref_y = _reference(rows, 0.5, 6, seed=11)
     np.testing.assert_allclose(x, ref_x, rtol=0, atol=1e-4)
     np.testing.assert_allclose(y, ref_y, rtol=0, atol=1e-4)
+
+
+def test_fits_of_shared_blocks_are_the_reference_and_leave_the_blocks_cached(spark):
+    rows = _rows()
+    users, items, _ = _dense(rows)
+    blocked = block_ratings(_frame(spark, rows), blocks=3)
+    try:
+        for beta in (0.0, 0.5):  # two grid points, one set of blocks
+            x, y = _matrices(fit_ials(blocked, RANK, REG, ALPHA, beta, max_iter=3, seed=11), users, items)
+            ref_x, ref_y = _reference(rows, beta, 3, seed=11)
+            np.testing.assert_allclose(x, ref_x, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(y, ref_y, rtol=0, atol=1e-5)
+            assert blocked.users.rows.is_cached and blocked.items.rows.is_cached
+    finally:
+        blocked.release()
+    assert not blocked.users.rows.is_cached and not blocked.items.rows.is_cached
 
 
 def test_a_single_rating_user_gets_a_finite_factor(spark):

@@ -8,7 +8,7 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import types as T
 
 from movielens_als.errors import MovieLensAlsError
-from movielens_als.ml.topk import ROWS_PER_STEP, top_k_fn, top_k_indices
+from movielens_als.ml.topk import ROWS_PER_STEP, top_k_fn, top_k_indices, top_k_layout
 
 INF = np.inf
 FACTORS = T.StructType([T.StructField("id", T.IntegerType()), T.StructField("features", T.ArrayType(T.FloatType()))])
@@ -71,6 +71,26 @@ def test_blocked_top_k_matches_brute_force_across_blocks_steps_and_long_historie
     assert_approx_df_equality(merged.orderBy("left_id", "rank"), few, 1e-9, ignore_nullable=True)
     assert result.where("left_id = 7").count() == 0
     assert 0 < result.where("left_id = 3").count() <= 2
+
+
+def test_one_layout_serves_several_factor_sets_of_the_same_ids(spark):
+    rng = np.random.default_rng(3)
+    ids, k = range(1, 31), 4
+    seen = {(u, i) for u in ids for i in ids if rng.random() < 0.3}
+    excluded = spark.createDataFrame(sorted(seen), "left_id INT, right_id INT")
+    layout = None
+    for _ in range(2):  # two fits of the same users and items, as a tuning grid's points are
+        users = [(u, rng.normal(size=3).round(3).tolist()) for u in ids]
+        items = [(i, rng.normal(size=3).round(3).tolist()) for i in ids]
+        left, right = spark.createDataFrame(users, FACTORS), spark.createDataFrame(items, FACTORS)
+        layout = layout or top_k_layout(left.select("id"), right.select("id"), excluded, block_size=8, keep=True)
+        result = top_k_fn(left, right, k, layout=layout)
+        expected = spark.createDataFrame(brute_force(users, items, seen, k), RANKED)
+        assert_approx_df_equality(result.orderBy("left_id", "rank"), expected, 1e-9, ignore_nullable=True)
+    # Factors of other ids than the layout numbers would be masked at the wrong positions: refused.
+    other = spark.createDataFrame([(u, [1.0, 0.0, 0.0]) for u in range(2, 32)], FACTORS)
+    with pytest.raises(ValueError, match="layout numbers 30 left ids"):
+        top_k_fn(other, right, k, layout=layout)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])

@@ -1,8 +1,15 @@
-"""The ranking grid point chosen among near-ties of the best validation nDCG."""
+"""The ranking grid point chosen among near-ties of the best validation nDCG, and scored as served."""
 
 from __future__ import annotations
 
-from movielens_als.ml.tuning import NDCG_TIE, choose_ranking
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from movielens_als.columns import USER
+from movielens_als.ml.metrics import ranking_metrics_fn
+from movielens_als.ml.ranking_model import fit_ranking_model, model_top_k
+from movielens_als.ml.tuning import NDCG_TIE, choose_ranking, tune_ranking
 
 
 def test_ranking_choice_takes_the_widest_coverage_among_near_ties_of_the_best_ndcg():
@@ -16,3 +23,20 @@ def test_ranking_choice_takes_the_widest_coverage_among_near_ties_of_the_best_nd
     assert choose_ranking(alone, ["m0", "m1"])[0] == {"name": "best"}
     same = [point("a", 0.3, 0.25), point("b", 0.301, 0.25)]
     assert choose_ranking(same, ["m0", "m1"])[0] == {"name": "b"}  # equal coverage: the higher nDCG
+
+
+def test_ranking_tuning_scores_each_point_as_its_own_fit_and_top_k_would(spark):
+    rng = np.random.default_rng(8)
+    rows = [(u, i, float(rng.integers(1, 6))) for u in range(1, 41) for i in range(1, 31) if rng.random() < 0.3]
+    ratings = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE")
+    holdout = F.rand(seed=4) < 0.2
+    fit, validation = ratings.where(~holdout).cache(), ratings.where(holdout).cache()
+    grid = {"rank": [4], "reg_param": [0.05, 0.5], "alpha": [0.6], "beta": [1.0], "max_iter": [2],
+            "implicit_value": ["rating"]}  # fmt: skip
+    params, scores, model = tune_ranking(fit, validation, grid, 5, 7)
+    users = validation.select(USER).distinct()
+    for point in scores:  # shared blocks and layout, against a fit and a top-k of their own
+        alone = fit_ranking_model(fit, point["params"], 7)
+        top = model_top_k(alone, users, fit, 5)
+        assert point["ndcg_at_k"] == pytest.approx(ranking_metrics_fn(top, validation, 5)["ndcg_at_k"], abs=1e-12)
+    assert model is not None and params in [p["params"] for p in scores]
