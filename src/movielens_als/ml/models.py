@@ -3,9 +3,10 @@
 Each ``train`` registers two model versions in MLflow (:mod:`registry`): ``ranking`` holds the
 implicit factors fitted without the test rows (``evaluation``, which ``evaluate`` and the gate
 score) and the same hyperparameters refitted on every rating (``serving``, which ``recommend``
-serves); ``rating`` holds the bias baseline, residual factors, blend and the ranking factors it
-blends in. ``training_runs`` records each run with its MLflow run id and model versions;
-``model_metrics`` holds one row per evaluated metric.
+serves); ``rating`` holds the bias baseline, residual factors, blend and its own copy of the ranking
+factors it blends in, so that each registered model loads on its own. ``training_runs`` records
+each run with its MLflow run id and model versions; ``model_metrics`` holds one row per evaluated
+metric.
 """
 
 from __future__ import annotations
@@ -131,7 +132,6 @@ class RunModels:
     ranking_version: int
     rating_version: int
     ranking: Factors  # fitted without the test rows
-    serving: Factors  # refitted on every rating
     rating: RatingModel
 
 
@@ -140,12 +140,12 @@ def load_version_models(
 ) -> RunModels:
     ranking_folder: Path = download(namespace, RANKING_MODEL, ranking_version)
     rating_folder: Path = download(namespace, RATING_MODEL, rating_version)
+    # Not the serving factors beside them: nothing that scores a run reads them (``recommend`` reads the champion's).
     return RunModels(
         run_id,
         ranking_version,
         rating_version,
         Factors.load(spark, ranking_folder / "evaluation"),
-        Factors.load(spark, ranking_folder / "serving"),
         RatingModel.load(spark, rating_folder),
     )
 

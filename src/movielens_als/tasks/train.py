@@ -37,6 +37,7 @@ from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import ensure_checkpoint_dir
 from movielens_als.ml import registry, retune
+from movielens_als.ml.factors import Factors
 from movielens_als.ml.grid import grid_points, parse_grid
 from movielens_als.ml.knn import fit_knn
 from movielens_als.ml.models import TRAINING_RUNS, RunModels, validate_run_id
@@ -245,12 +246,12 @@ def train(
         progress.update("logging and registering the three models in MLflow")
         rating_hyperparams = json.dumps({**rating_params, "blend": chosen.blend.as_dict()}, sort_keys=True)
         rating = RatingModel(baseline, rating_model, ranking_model, chosen.blend, knn)
-        models = RunModels(run_id, 0, 0, ranking_model, serving_model, rating)
+        models = RunModels(run_id, 0, 0, ranking_model, rating)
         tags = {"movielens_als.run_id": run_id, "protocol": protocol, "ratings_version": str(ratings_version)}
         tags |= {"movielens_als.tuned_by": row["tuned_by"]}
         tracked = _track(
-            namespace, run_id, grid, chosen, plan.reason, tags, timings, models, full, save_recommender_model,
-            Path(storage) / "tmp" / run_id,
+            namespace, run_id, grid, chosen, plan.reason, tags, timings, models, serving_model, full,
+            save_recommender_model, Path(storage) / "tmp" / run_id,
         )  # fmt: skip
         timed("log_models", t)
         failpoint("train.logged")
@@ -299,11 +300,13 @@ def _track(
     tags: dict[str, str],
     timings: dict,
     models: RunModels,
+    serving: Factors,
     rows: DataFrame,
     save_recommender_model: Callable[[Path], None],
     scratch: Path,
 ) -> dict[str, Any]:
-    """One MLflow run: parameters, validation scores, timings and the three models, registered as challengers.
+    """One MLflow run: parameters, validation scores, timings and the three models, registered as challengers
+    (``serving``: the ranking model refitted on every rating, saved beside ``models.ranking``).
 
     ``scratch``: a folder Spark may stage ratings-sized files in (the rating model's residuals)."""
     example = rows.select(USER, ITEM).limit(5).toArrow().to_pandas().astype("int64")
@@ -317,7 +320,7 @@ def _track(
 
         def save_ranking(folder: Path) -> None:
             models.ranking.save(folder / "evaluation")
-            models.serving.save(folder / "serving")
+            serving.save(folder / "serving")
 
         ranking_version = registry.log_model(namespace, RANKING_MODEL, save_ranking, example)
         failpoint("train.logging")

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.ml import registry
+from movielens_als.ml.factors import Factors
 from movielens_als.ml.models import load_champion, load_run_models, resolve_run_id
 from movielens_als.tasks.evaluate import evaluate
 from movielens_als.tasks.promote import Scores, decide, promote
@@ -90,7 +91,8 @@ def test_registered_models_loaded_back_predict_like_spark_and_like_their_pyfunc(
     assert np.allclose(ours["prediction"], pyfunc.predict(pdf)["prediction"], atol=1e-6)
     ranking = mlflow.pyfunc.load_model(f"models:/{registry.model_name(namespace, 'ranking')}/{models.ranking_version}")
     scores = ranking.predict(pd.DataFrame({"user_id": [1, 999], "movie_id": [1, 1]}))["prediction"]
-    served = models.serving.transform(spark.createDataFrame([(1, 1)], "user_id INT, movie_id INT")).first()
+    serving = Factors.load(spark, registry.download(namespace, "ranking", models.ranking_version) / "serving")
+    served = serving.transform(spark.createDataFrame([(1, 1)], "user_id INT, movie_id INT")).first()
     assert scores[0] == pytest.approx(served["prediction"], abs=1e-6) and pd.isna(scores[1])
 
 
