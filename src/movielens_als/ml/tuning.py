@@ -143,6 +143,8 @@ def tune_ranking(
             if value not in blocked:
                 blocked[value] = ranking_blocks(fit, value)
             model = fit_ranking_model(blocked[value], params, seed)
+            if all(p["implicit_value"] != value for p in points[i:]):  # its last fit: freed before top-k needs memory
+                blocked.pop(value).release()
             if layout is None and len(points) > 1:  # every point's fit has the ids of ``fit``
                 layout = model_layout(model, users, fit)
             top = model_top_k(model, users, fit, k, layout=layout).cache()
