@@ -81,7 +81,6 @@ HEAVY_FIRST = (
     "tests/integration/test_crash.py",
     "tests/integration/test_connect.py",
     "tests/integration/test_cluster.py",
-    "tests/integration/test_kill.py",
 )
 
 

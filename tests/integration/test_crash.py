@@ -1,12 +1,17 @@
-"""Every failpoint of every task raises once, in this process, each attempt starting from what the one before left;
-each task is then re-run and must write what the reference DAG (:mod:`tests.reference`: the same release, bundle
-parameters and grid) wrote, with its leftovers cleaned: no ``running`` training rows, no RUNNING MLflow runs, no
-staged files. Real SIGKILLs and Ctrl-C of a CLI process are in ``test_kill.py``; the helpers in ``stops.py``.
+"""Every way a task can stop short, in one walk of the DAG's tasks: each failpoint raising in this process, and real
+stops of a CLI process as a lost driver or Ctrl-C (SIGKILL of its process group between two table writes (land),
+mid-write of a table (split) and mid-ALS (train), and SIGINT mid-ALS). Each attempt starts from what the one before
+left; after every stop each table the task writes holds what it held before, what the reference DAG
+(:mod:`tests.reference`: the same release, bundle parameters and grid) holds, or nothing. Each task is then re-run
+once and must write what the reference wrote, with its leftovers cleaned: no ``running`` training rows, no RUNNING
+MLflow runs, no staged files. Ctrl-C stops train with exit code 130, one ``error:`` line, the run row marked
+interrupted. The helpers are in ``stops.py``.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 
 import mlflow
 import pytest
@@ -33,6 +38,12 @@ RAISED = {
     + ["recommend.health"],
     "publish": ["publish.statement"],
 }
+# Real signals, before the task's raised failpoints: failpoint[+seconds after it][:INT for Ctrl-C instead of SIGKILL].
+KILLED = {
+    "land": ["land.wrote_movies"],  # between two table writes
+    "split": ["split.write+0.3"],  # mid-write of a table
+    "train": ["train.tuning+2:INT", "train.tuning+2"],  # mid-ALS: Ctrl-C, then a lost driver
+}
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -44,21 +55,45 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 @pytest.fixture(scope="module")
 def chain(spark, lakehouse_home, reference) -> dict:
-    return walk(spark, lakehouse_home, reference, DAG, {t: [(p, "raised") for p in RAISED[t]] for t in DAG})
+    attempts = {t: [(p, "killed") for p in KILLED.get(t, [])] + [(p, "raised") for p in RAISED[t]] for t in DAG}
+    return walk(spark, lakehouse_home, reference, DAG, attempts)
 
 
 def test_every_failpoint_raised_where_it_was_asked(chain):
-    assert [(s["point"], s["raised"]) for s in chain["stops"]] == [
-        (p, f"failpoint {p}") for t in DAG for p in RAISED[t]
-    ]  # fmt: skip
+    raised = [(s["point"], s["raised"]) for s in chain["stops"] if s["how"] == "raised"]
+    assert raised == [(p, f"failpoint {p}") for t in DAG for p in RAISED[t]]
 
 
-def test_every_failure_leaves_each_table_as_it_was_or_as_the_uninterrupted_run_left_it(chain):
+def test_each_process_was_stopped_by_its_signal(chain):
+    killed = [s for s in chain["stops"] if s["how"] == "killed"]
+    assert [s["point"] for s in killed] == [p for t in DAG for p in KILLED.get(t, [])]
+    for stop in killed:
+        expected_code = 130 if stop["point"].endswith(":INT") else -signal.SIGKILL
+        assert stop["code"] == expected_code, f"{stop['point']}: {stop['stderr'][-3000:]}"
+
+
+def test_every_stop_leaves_each_table_as_it_was_or_as_the_uninterrupted_run_left_it(chain):
     assert_each_stop_left_tables_before_or_after(chain)
 
 
-def test_each_task_rerun_after_its_failures_writes_what_the_uninterrupted_run_wrote(chain):
+def test_each_task_rerun_after_its_stops_writes_what_the_uninterrupted_run_wrote(chain):
     assert_reruns_equal_the_reference(chain, DAG)
+
+
+def test_ctrl_c_stops_train_promptly_with_130_one_line_and_no_traceback(chain):
+    stop = next(s for s in chain["stops"] if s["point"].endswith(":INT"))
+    assert stop["code"] == 130
+    assert stop["stderr"].strip().splitlines()[-1] == "error: interrupted"
+    assert "Traceback" not in stop["stderr"] and "\tat " not in stop["stderr"], stop["stderr"][-3000:]
+    # Stopped mid-ALS, the cancelled job's cleanup ran: the run is recorded as interrupted, not left running.
+    assert stop["run_row"] == ("failed", "interrupted")
+
+
+def test_a_killed_train_leaves_a_running_row_that_a_later_attempt_replaces(chain):
+    kill = next(s for s in chain["stops"] if s["point"] == "train.tuning+2")
+    assert kill["run_row"] == ("running", None)  # SIGKILL runs no cleanup: the row of a process that is gone
+    after = next(s for s in chain["stops"] if s["point"] == "train.tuning")  # the next attempt claims the run
+    assert after["run_row"] == ("failed", "failpoint train.tuning")
 
 
 def test_leftovers_of_failed_runs_are_cleaned_or_marked(spark, chain, reference, lakehouse_home):
