@@ -19,7 +19,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 import pyspark
@@ -38,16 +37,25 @@ def archive_path() -> Path | None:
     if java is None or jars is None:
         return None
     build = subprocess.run([str(java), "-version"], capture_output=True, text=True).stderr
-    spark_jars = Path(pyspark.__file__).parent / "jars"  # the classpath the archive is valid for: this venv's
-    parts = [str(java.resolve()), build, str(spark_jars), version("pyspark"), *jars]
-    parts.append(os.environ.get(JAVA_OPTIONS_ENV, ""))
+    # A JVM checks each classpath jar's path, size and time against the archive's: a new venv in the same folder
+    # (a CI clone) has other files, so it gets an archive of its own.
+    classpath = sorted(_jars_folder().glob("*.jar")) + [Path(j) for j in jars]
+    stamps = [f"{j}:{j.stat().st_size}:{j.stat().st_mtime_ns}" for j in classpath]
+    parts = [str(java.resolve()), build, os.environ.get(JAVA_OPTIONS_ENV, ""), *stamps]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return _cache_dir() / f"spark-classes-{key}.jsa"
 
 
+def _jars_folder() -> Path:
+    return Path(pyspark.__file__).parent / "jars"
+
+
 def archive_options() -> str:
     """JVM flags that map the archive; starts making it, without waiting, where it is missing."""
-    archive = archive_path()
+    try:
+        archive = archive_path()
+    except OSError:  # a jar gone while we looked: this session goes without
+        return ""
     if archive is None:
         return ""
     if not archive.is_file():
@@ -81,9 +89,18 @@ def _make(archive: Path) -> None:
             gateway = SparkContext._gateway
             gateway.shutdown()
             gateway.proc.stdin.close()  # the JVM exits when its parent's pipe closes, and writes the archive then
-            if gateway.proc.wait() == 0 and staged.is_file():
-                staged.replace(archive)
-            staged.unlink(missing_ok=True)
+            if gateway.proc.wait() != 0 or not staged.is_file():
+                staged.unlink(missing_ok=True)
+                return
+            staged.replace(archive)
+        archive.with_suffix(".jars").write_text(str(_jars_folder()))
+        # ~180 MB each: those of venvs that are gone, or that this one replaced in the same folder, go.
+        for other in archive.parent.glob("spark-classes-*.jsa"):
+            owner = other.with_suffix(".jars")
+            folder = Path(owner.read_text()) if owner.is_file() else None
+            if other != archive and (folder is None or folder == _jars_folder() or not folder.is_dir()):
+                other.unlink(missing_ok=True)
+                owner.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
