@@ -28,8 +28,8 @@ TEST_SPARK_CONF = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.f
 os.environ.setdefault(
     "PYSPARK_SUBMIT_ARGS", " ".join(f"--conf {k}={v}" for k, v in TEST_SPARK_CONF.items()) + " pyspark-shell"
 )
-# Every JVM maps the classes Spark and Delta load from one archive (tests/jvm_archive.py): the controller finds or
-# makes it before the xdist workers start, and they and their subprocesses inherit the flags.
+# Every JVM maps the classes Spark and Delta load from one archive (tests/jvm_archive.py): the controller finds it
+# (or starts making it) before the xdist workers start, and they and their subprocesses inherit the flags.
 if ARCHIVE_ENV not in os.environ:
     os.environ[ARCHIVE_ENV] = archive_options()
     os.environ[JAVA_OPTIONS_ENV] = f"{os.environ[JAVA_OPTIONS_ENV]} {os.environ[ARCHIVE_ENV]}".rstrip()
