@@ -51,6 +51,7 @@ def build(size: str, work: Path, n_ratings: int) -> None:
 
     from movielens_als.lakehouse.spark import get_spark
     from movielens_als.ml.grid import DEFAULT_GRID
+    from movielens_als.ml.hyperparams import RankingParams
     from movielens_als.ml.ranking_model import fit_ranking_model
     from movielens_als.serving.artifacts import recommender_params, save_recommender
     from movielens_als.serving.model import SIGNATURE, RecommenderPyfunc
@@ -76,7 +77,7 @@ def build(size: str, work: Path, n_ratings: int) -> None:
             str(release / "movies.csv"), header=True, escape='"', schema="movie_id INT, title STRING, genres STRING"
         ).withColumn("genres", F.split("genres", r"\|"))
         point = SCALE_GRID["ranking"]
-    params = {name: values[0] for name, values in point.items()}
+    params = RankingParams.from_dict({name: values[0] for name, values in point.items()})
     ratings = ratings.select("user_id", "movie_id", "rating").cache()
     factors = fit_ranking_model(ratings, params, seed=DEFAULT_GRID["seed"])
     artifacts, model = work / f"artifacts-{size}", work / f"model-{size}"

@@ -42,10 +42,11 @@ def main() -> int:
     from movielens_als.lakehouse.names import Namespace
     from movielens_als.lakehouse.spark import ensure_checkpoint_dir, get_spark, storage_root
     from movielens_als.ml.grid import DEFAULT_GRID, grid_points
+    from movielens_als.ml.hyperparams import RankingParams
     from movielens_als.ml.metrics import coverage_novelty_fn, ranking_metrics_fn
     from movielens_als.ml.ranking_model import fit_ranking_model, model_top_k
     from movielens_als.ml.splitting import read_splits, tuning_frames
-    from movielens_als.ml.tuning import NDCG_TIE, RANKING_PARAMS
+    from movielens_als.ml.tuning import NDCG_TIE
     from movielens_als.tasks.land import land
     from movielens_als.tasks.split import split
 
@@ -54,9 +55,9 @@ def main() -> int:
     storage = storage_root(ns, "files", home)
     ensure_checkpoint_dir(spark, storage)
     land(spark, ns, storage, source=str(source), size="100k")
-    points = grid_points(DEFAULT_GRID["ranking"], RANKING_PARAMS)
-    params = points[len(points) // 2]
-    print(f"ranking point: {params}", flush=True)
+    points = grid_points(DEFAULT_GRID["ranking"], RankingParams.NAMES)
+    params = RankingParams.from_dict(points[len(points) // 2])
+    print(f"ranking point: {params.as_dict()}", flush=True)
     rows = []
     for seed in seeds:
         split(spark, ns, "benchmark", seed=seed)
@@ -83,7 +84,7 @@ def main() -> int:
     spark.stop()
 
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; ml-100k, benchmark split per seed, validation "
-          f"nDCG@{K}; cold = {params['max_iter']} iterations from scratch on the fit split")  # fmt: skip
+          f"nDCG@{K}; cold = {params.max_iter} iterations from scratch on the fit split")  # fmt: skip
     print("| seed | start sees | start | cold | " + " | ".join(f"warm {n}" for n in WARM) + " |")
     print("|---" * (4 + len(WARM)) + "|")
     for r in rows:

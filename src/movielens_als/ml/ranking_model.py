@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.config import RECOMMEND
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.hyperparams import RankingParams
 from movielens_als.ml.ials import Blocked, block_ratings, fit_ials
 from movielens_als.ml.topk import Layout, top_k_fn, top_k_layout
 
@@ -28,22 +27,22 @@ def ranking_blocks(df: DataFrame, implicit_value: str) -> Blocked:
 
 def fit_ranking_model(
     df: DataFrame | Blocked,
-    params: dict[str, Any],
+    params: RankingParams,
     seed: int,
     start: Factors | None = None,
     max_iter: int | None = None,
 ) -> Factors:
     """Implicit ALS: preference 1 for rated items, confidence ``1 + alpha * value``, regulariser
     ``reg_param * (n + beta * N)`` (``beta`` 0: Spark's implicit ALS). ``df``: ratings, or their
-    :func:`ranking_blocks` for ``params["implicit_value"]``. ``start``: a fit to begin from (its users' factors), for
+    :func:`ranking_blocks` for ``params.implicit_value``. ``start``: a fit to begin from (its users' factors), for
     ``max_iter`` iterations instead of the hyperparameters' (``make bench-warm``)."""
     return fit_ials(
-        df if isinstance(df, Blocked) else implicit_frame(df, params["implicit_value"]),
-        rank=params["rank"],
-        reg_param=params["reg_param"],
-        alpha=params["alpha"],
-        beta=params["beta"],
-        max_iter=max_iter or params["max_iter"],
+        df if isinstance(df, Blocked) else implicit_frame(df, params.implicit_value),
+        rank=params.rank,
+        reg_param=params.reg_param,
+        alpha=params.alpha,
+        beta=params.beta,
+        max_iter=max_iter or params.max_iter,
         seed=seed,
         start=start,
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -22,6 +21,7 @@ from movielens_als.columns import ITEM, PREDICTION, RATING, USER
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.als import als_estimator, fit_als
 from movielens_als.ml.factors import Factors, read_parquet, write_parquet
+from movielens_als.ml.hyperparams import RatingParams
 from movielens_als.ml.knn import Knn
 
 
@@ -98,7 +98,7 @@ def fit_bias_baseline(
 
 
 def fit_rating_model(
-    df: DataFrame, params: dict[str, Any], seed: int, baseline: BiasBaseline | None = None
+    df: DataFrame, params: RatingParams, seed: int, baseline: BiasBaseline | None = None
 ) -> tuple[BiasBaseline, Factors]:
     """Bias baseline, then explicit ALS on the residuals ``rating - baseline``.
 
@@ -110,24 +110,22 @@ def fit_rating_model(
     """
     df = df.select(USER, ITEM, RATING)
     if baseline is None:
-        baseline = fit_bias_baseline(df, params["reg_user"], params["reg_item"])
+        baseline = fit_bias_baseline(df, params.reg_user, params.reg_item)
     als = als_estimator(
         df.sparkSession,
-        rank=params["rank"],
-        regParam=params["reg_param"],
-        maxIter=params["max_iter"],
+        rank=params.rank,
+        regParam=params.reg_param,
+        maxIter=params.max_iter,
         implicitPrefs=False,
         ratingCol="residual",
         seed=seed,
         coldStartStrategy="nan",
     )
     model = None
-    for _ in range(params.get("passes", 1)):
+    for _ in range(params.passes):
         if model is not None:
             factors = model.transform(df, "_factor").select(USER, ITEM, RATING, "_factor")
-            baseline = fit_bias_baseline(
-                factors.localCheckpoint(), params["reg_user"], params["reg_item"], offset="_factor"
-            )
+            baseline = fit_bias_baseline(factors.localCheckpoint(), params.reg_user, params.reg_item, offset="_factor")
         residuals = baseline.predict(df).withColumn("residual", F.col(RATING) - F.col("baseline"))
         model = Factors.of(fit_als(als, residuals.localCheckpoint()))
     return baseline, model

@@ -23,7 +23,9 @@ from movielens_als.errors import MovieLensAlsError
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.tables import table_exists
 from movielens_als.ml import registry
+from movielens_als.ml.hyperparams import RankingParams, RatingParams
 from movielens_als.ml.models import TRAINING_RUNS
+from movielens_als.ml.rating_model import Blend
 from movielens_als.ml.registry import CHAMPION, RANKING_MODEL
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,9 @@ class Tuned:
     protocol: str
     grid: dict  # the parsed grid it searched
     ratings_version: int  # the ratings Delta version it read
-    rating: dict  # the rating model's, with its blend under "blend"
-    ranking: dict
+    rating: RatingParams
+    blend: Blend
+    ranking: RankingParams
 
 
 @dataclass(frozen=True)
@@ -101,13 +104,15 @@ def champion_tuning(spark: SparkSession, namespace: Namespace) -> Tuned | None:
     tuning = champion if tuned_by == champion["run_id"] else runs.where(F.col("run_id") == tuned_by).first()
     if tuning is None:
         return None
+    rating = json.loads(champion["rating_hyperparams"])
     return Tuned(
         run_id=tuned_by,
         protocol=tuning["protocol"],
         grid=json.loads(tuning["params"]),
         ratings_version=tuning["ratings_version"],
-        rating=json.loads(champion["rating_hyperparams"]),
-        ranking=json.loads(champion["ranking_hyperparams"]),
+        rating=RatingParams.from_dict(rating),
+        blend=Blend(**rating.get("blend", {})),
+        ranking=RankingParams.from_dict(json.loads(champion["ranking_hyperparams"])),
     )
 
 

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.ml.factors import Factors
 from movielens_als.ml.grid import grid_points
+from movielens_als.ml.hyperparams import RankingParams, RatingParams
 from movielens_als.ml.ials import Blocked
 from movielens_als.ml.knn import fit_knn
 from movielens_als.ml.metrics import coverage_novelty_fn, ranking_metrics_fn, rating_metrics_fn
@@ -32,9 +33,6 @@ from movielens_als.ml.rating_model import (
 )
 
 log = logging.getLogger(__name__)
-KNN_PARAMS = ["knn_k", "knn_power"]  # the rating model's neighbour feature, chosen with the blend
-RATING_STAGES = (["reg_user", "reg_item"], ["rank", "reg_param", "max_iter", "passes"])
-RANKING_PARAMS = ["rank", "reg_param", "alpha", "beta", "max_iter", "implicit_value"]
 # Validation nDCG@10 differences below this are noise on ml-100k's 943 users (its standard error is about 0.005):
 # among such near-ties the point covering more of the catalogue is chosen, so coverage does not fall for noise.
 NDCG_TIE = 0.002
@@ -44,18 +42,19 @@ def tune_blend(
     fit: DataFrame,
     validation: DataFrame,
     grid: dict[str, list],
+    rating: RatingParams,
     baseline: BiasBaseline,
     model: Factors,
     implicit: Factors,
-) -> tuple[dict, Blend, list[dict]]:
+) -> tuple[RatingParams, Blend, list[dict]]:
     """Choose the neighbour feature (``knn_k``, ``knn_power``) by the blend's RMSE on validation.
 
-    In-sample (the weights are fitted on validation too): four weights
-    and a few points against every validation row. Returns the best point, its blend and every point's scores.
+    In-sample (the weights are fitted on validation too): four weights and a few points against every validation
+    row. Returns ``rating`` with the best point's feature, its blend and every point's scores.
     """
     scores: list[dict] = []
     best, best_rmse, best_blend = None, float("inf"), None
-    for point in grid_points(grid, KNN_PARAMS):
+    for point in grid_points(grid, RatingParams.KNN):
         knn = fit_knn(baseline, fit, implicit, point["knn_k"], point["knn_power"])
         # Weights and scores read the same features: the knn join over validation runs once per point.
         features = blend_features_fn(baseline, model, validation.select(USER, ITEM, RATING), implicit, knn).cache()
@@ -67,7 +66,7 @@ def tune_blend(
         log.info("rating blend %s: validation rmse %.4f (in-sample)", params, m["rmse"])
         if m["rmse"] < best_rmse:
             best, best_rmse, best_blend = point, m["rmse"], blend
-    return best, best_blend, scores
+    return rating.with_knn(**best), best_blend, scores
 
 
 def tune_rating(
@@ -76,14 +75,15 @@ def tune_rating(
     grid: dict[str, list],
     seed: int,
     on_fit: Callable[[str], None] = lambda _: None,
-) -> tuple[dict, list[dict], tuple[BiasBaseline, Factors]]:
+) -> tuple[RatingParams, list[dict], tuple[BiasBaseline, Factors]]:
     """Choose bias regularisers by baseline RMSE, then the residual ALS by RMSE.
 
-    Returns the best parameters, every point's scores and the best (baseline, model) fitted on ``fit``.
+    Returns the best parameters (without the neighbour feature: :func:`tune_blend`), every point's scores and the
+    best (baseline, model) fitted on ``fit``.
     """
     scores: list[dict] = []
     best_bias, best_rmse, first_pass = None, float("inf"), None
-    bias_points = grid_points(grid, RATING_STAGES[0])
+    bias_points = grid_points(grid, RatingParams.BIAS)
     for i, point in enumerate(bias_points, 1):
         on_fit(f"bias grid point {i} of {len(bias_points)}")
         baseline = fit_bias_baseline(fit, point["reg_user"], point["reg_item"])
@@ -92,10 +92,10 @@ def tune_rating(
         if m["rmse"] < best_rmse:
             best_bias, best_rmse, first_pass = point, m["rmse"], baseline
     best, best_rmse, best_fitted = None, float("inf"), None
-    als_points = grid_points(grid, RATING_STAGES[1])
+    als_points = grid_points(grid, RatingParams.ALS)
     for i, point in enumerate(als_points, 1):
         on_fit(f"rating grid point {i} of {len(als_points)}")
-        params = {**best_bias, **point}
+        params = RatingParams(**best_bias, **point)
         started = time.monotonic()
         baseline, model = fit_rating_model(fit, params, seed, first_pass)
         m = rating_metrics_fn(predict_ratings_fn(baseline, model, validation))
@@ -103,13 +103,13 @@ def tune_rating(
             {
                 "model": "rating",
                 "stage": "als",
-                "params": params,
+                "params": params.as_dict(),
                 "rmse": m["rmse"],
                 "mae": m["mae"],
                 "seconds": round(time.monotonic() - started, 2),
             }
         )
-        log.info("rating %s: validation rmse %.4f", params, m["rmse"])
+        log.info("rating %s: validation rmse %.4f", params.as_dict(), m["rmse"])
         if m["rmse"] < best_rmse:
             best, best_rmse, best_fitted = params, m["rmse"], (baseline, model)
     return best, scores, best_fitted
@@ -122,7 +122,7 @@ def tune_ranking(
     k: int,
     seed: int,
     on_fit: Callable[[str], None] = lambda _: None,
-) -> tuple[dict, list[dict], Factors]:
+) -> tuple[RankingParams, list[dict], Factors]:
     """Choose the implicit ALS by validation nDCG@k, and among the points within ``NDCG_TIE`` of the best the one
     whose lists cover most of the catalogue; return (chosen, all scores, chosen model fitted on ``fit``).
 
@@ -132,18 +132,18 @@ def tune_ranking(
     scores: list[dict] = []
     fitted: list[Factors | None] = []
     users = validation.select(USER).distinct()
-    points = grid_points(grid, RANKING_PARAMS)
+    points = [RankingParams(**p) for p in grid_points(grid, RankingParams.NAMES)]
     blocked: dict[str, Blocked] = {}
     layout = None
     try:
         for i, params in enumerate(points, 1):
             on_fit(f"ranking grid point {i} of {len(points)}")
             started = time.monotonic()
-            value = params["implicit_value"]
+            value = params.implicit_value
             if value not in blocked:
                 blocked[value] = ranking_blocks(fit, value)
             model = fit_ranking_model(blocked[value], params, seed)
-            if all(p["implicit_value"] != value for p in points[i:]):  # its last fit: freed before top-k needs memory
+            if all(p.implicit_value != value for p in points[i:]):  # its last fit: freed before top-k needs memory
                 blocked.pop(value).release()
             if layout is None and len(points) > 1:  # every point's fit has the ids of ``fit``
                 layout = model_layout(model, users, fit)
@@ -153,7 +153,7 @@ def tune_ranking(
             scores.append(
                 {
                     "model": "ranking",
-                    "params": params,
+                    "params": params.as_dict(),
                     **{n: m[n] for n in ("ndcg_at_k", "precision_at_k", "recall_at_k", "map", "map_at_k")},
                     **{n: m[n] for n in ("catalog_coverage", "novelty")},
                     "k": k,
@@ -163,17 +163,16 @@ def tune_ranking(
             fitted.append(model)
             best = max(s["ndcg_at_k"] for s in scores)
             fitted = [f if s["ndcg_at_k"] >= best - NDCG_TIE else None for f, s in zip(fitted, scores, strict=True)]
-            log.info("ranking %s: validation ndcg@%d %.4f", params, k, m["ndcg_at_k"])
+            log.info("ranking %s: validation ndcg@%d %.4f", params.as_dict(), k, m["ndcg_at_k"])
     finally:
         for b in blocked.values():
             b.release()
-    return choose_ranking(scores, fitted)
+    chosen = choose_ranking(scores)
+    return points[chosen], scores, fitted[chosen]
 
 
-def choose_ranking(scores: list[dict], fitted: list) -> tuple[dict, list[dict], Factors]:
-    """(params, scores, model) of the grid point chosen: most catalogue coverage within ``NDCG_TIE`` of the best
-    (``fitted`` may hold None for points outside the tie)."""
+def choose_ranking(scores: list[dict]) -> int:
+    """The index of the grid point chosen: most catalogue coverage within ``NDCG_TIE`` of the best nDCG."""
     best = max(s["ndcg_at_k"] for s in scores)
     tied = [i for i, s in enumerate(scores) if s["ndcg_at_k"] >= best - NDCG_TIE]
-    chosen = max(tied, key=lambda i: (scores[i]["catalog_coverage"], scores[i]["ndcg_at_k"]))
-    return scores[chosen]["params"], scores, fitted[chosen]
+    return max(tied, key=lambda i: (scores[i]["catalog_coverage"], scores[i]["ndcg_at_k"]))

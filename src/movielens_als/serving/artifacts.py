@@ -21,16 +21,18 @@ from pyspark.sql import functions as F
 from movielens_als.columns import ALL_GENRES, ITEM, RATING, USER
 from movielens_als.config import RECOMMEND
 from movielens_als.ml.factors import Factors, write_parquet
+from movielens_als.ml.hyperparams import RankingParams
 from movielens_als.ml.implicit import beta_terms, gram
 from movielens_als.ml.popular import popular_movies_fn
 from movielens_als.ml.ranking_model import implicit_frame
 
 
-def recommender_params(ranking_params: dict, run_id: str) -> dict:
+def recommender_params(ranking: RankingParams, run_id: str) -> dict:
     """What answering needs besides the arrays: fold-in hyperparameters and the recommend task's defaults."""
+    chosen = ranking.as_dict()
     return {
         "run_id": run_id,
-        **{name: ranking_params[name] for name in ("rank", "alpha", "reg_param", "beta", "implicit_value")},
+        **{name: chosen[name] for name in ("rank", "alpha", "reg_param", "beta", "implicit_value")},
         "min_ratings": RECOMMEND.min_ratings,
         "default_n": RECOMMEND.top_n,
         "popular_min_count": RECOMMEND.popular_min_count,

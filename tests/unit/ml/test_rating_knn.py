@@ -12,6 +12,7 @@ from chispa import assert_approx_df_equality
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.hyperparams import RatingParams
 from movielens_als.ml.knn import fit_knn, item_neighbours_fn, knn_feature_fn
 from movielens_als.ml.pyfunc import RatingPyfunc
 from movielens_als.ml.rating_model import (
@@ -74,7 +75,7 @@ def _tiny_ratings(spark, n_users: int = 9, n_items: int = 7):
 
 def test_fit_knn_equals_the_dense_numpy_formula(spark):
     ratings = _tiny_ratings(spark)
-    params = {"reg_user": 2.0, "reg_item": 2.0, "rank": 2, "reg_param": 0.1, "max_iter": 2, "passes": 1}
+    params = RatingParams(reg_user=2.0, reg_item=2.0, rank=2, reg_param=0.1, max_iter=2, passes=1)
     baseline, _ = fit_rating_model(ratings, params, seed=3)
     rng = np.random.default_rng(5)
     vectors = {i: rng.normal(size=3).round(3).tolist() for i in range(1, 8)}
@@ -120,7 +121,7 @@ def test_blend_weights_with_four_features_are_least_squares_with_the_prior(spark
 @pytest.fixture(scope="module")
 def knn_model(spark):
     ratings = _tiny_ratings(spark)
-    params = {"reg_user": 2.0, "reg_item": 2.0, "rank": 2, "reg_param": 0.1, "max_iter": 2, "passes": 2}
+    params = RatingParams(reg_user=2.0, reg_item=2.0, rank=2, reg_param=0.1, max_iter=2, passes=2)
     baseline, residual = fit_rating_model(ratings, params, seed=3)
     rng = np.random.default_rng(9)
     implicit = Factors(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from chispa import assert_approx_df_equality
 
+from movielens_als.ml.hyperparams import RatingParams
 from movielens_als.ml.rating_model import (
     Blend,
     blend_weights_fn,
@@ -57,9 +60,9 @@ def test_bias_baseline_with_offset_explains_what_the_offset_leaves(spark):
 def test_second_pass_refits_biases_on_what_the_first_pass_factors_leave(spark):
     rows = [(u, i, float(1 + (u * 2 + i) % 5)) for u in range(1, 9) for i in range(1, 7) if (u + i) % 3]
     df = spark.createDataFrame(rows, "user_id INT, movie_id INT, rating DOUBLE")
-    params = {"reg_user": 2.0, "reg_item": 2.0, "rank": 2, "reg_param": 0.1, "max_iter": 3}
-    _, first = fit_rating_model(df, {**params, "passes": 1}, seed=7)
-    second_baseline, _ = fit_rating_model(df, {**params, "passes": 2}, seed=7)
+    params = RatingParams(reg_user=2.0, reg_item=2.0, rank=2, reg_param=0.1, max_iter=3, passes=1)
+    _, first = fit_rating_model(df, params, seed=7)
+    second_baseline, _ = fit_rating_model(df, dataclasses.replace(params, passes=2), seed=7)
     factors = first.transform(df).withColumnRenamed("prediction", "f")
     expected = fit_bias_baseline(factors, 2.0, 2.0, offset="f")
     assert second_baseline.global_mean == pytest.approx(expected.global_mean)

@@ -8,10 +8,15 @@ import pytest
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.grid import parse_grid
+from movielens_als.ml.hyperparams import RankingParams, RatingParams
+from movielens_als.ml.rating_model import Blend
 from movielens_als.ml.retune import Tuned, changed_fraction_fn, decide
 
 GRID = parse_grid({"ranking": {"reg_param": [0.1]}})
-TUNED = Tuned("night-1", "benchmark", GRID, 7, {"rank": 50, "blend": {}}, {"rank": 64})
+RATING = RatingParams(reg_user=3.0, reg_item=3.0, rank=50, reg_param=0.12, max_iter=20, passes=3, knn_k=100,
+                      knn_power=3.0)  # fmt: skip
+RANKING = RankingParams(rank=64, reg_param=0.1, alpha=0.6, beta=2.3, max_iter=10, implicit_value="rating")
+TUNED = Tuned("night-1", "benchmark", GRID, 7, RATING, Blend(), RANKING)
 
 
 def unchanged(_version: int) -> float:

@@ -8,6 +8,7 @@ import pytest
 
 from movielens_als.ml.als import als_estimator
 from movielens_als.ml.factors import Factors
+from movielens_als.ml.hyperparams import RankingParams
 from movielens_als.ml.implicit import gram
 from movielens_als.ml.ranking_model import fit_ranking_model, implicit_frame
 from movielens_als.serving.foldin import fold_in, top_n
@@ -29,18 +30,18 @@ def _matrix(factors):
     return np.array([i for i, _ in rows]), np.array([f for _, f in rows], dtype=np.float32)
 
 
-def _spark_als(df, params, seed):
+def _spark_als(df, params: RankingParams, seed):
     als = als_estimator(
         df.sparkSession,
-        rank=params["rank"],
-        regParam=params["reg_param"],
-        alpha=params["alpha"],
-        maxIter=params["max_iter"],
+        rank=params.rank,
+        regParam=params.reg_param,
+        alpha=params.alpha,
+        maxIter=params.max_iter,
         implicitPrefs=True,
         ratingCol="value",
         seed=seed,
     )
-    return Factors.of(als.fit(implicit_frame(df, params["implicit_value"])))
+    return Factors.of(als.fit(implicit_frame(df, params.implicit_value)))
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,7 @@ def _spark_als(df, params, seed):
 )
 def test_fold_in_of_a_training_users_ratings_is_their_factor_and_top_10(spark, implicit_value, beta, fit):
     rows, df = _ratings(spark)
-    params = {"rank": 6, "reg_param": 0.1, "alpha": 0.5, "beta": beta, "max_iter": 8, "implicit_value": implicit_value}
+    params = RankingParams(rank=6, reg_param=0.1, alpha=0.5, beta=beta, max_iter=8, implicit_value=implicit_value)
     model = fit(df, params, seed=3)
     user_ids, users = _matrix(model.users)
     item_ids, items = _matrix(model.items)
@@ -60,7 +61,7 @@ def test_fold_in_of_a_training_users_ratings_is_their_factor_and_top_10(spark, i
         mine = [(m, r) for uu, m, r in rows if uu == u]
         item_rows = np.searchsorted(item_ids, [m for m, _ in mine])
         values = np.array([r if implicit_value == "rating" else 1.0 for _, r in mine])
-        vector = fold_in(items, item_gram, item_rows, values, params["alpha"], params["reg_param"], beta_n)
+        vector = fold_in(items, item_gram, item_rows, values, params.alpha, params.reg_param, beta_n)
         worst = max(worst, float(np.abs(vector - spark_vector).max()))
         ours = top_n(items.astype(np.float64) @ vector, item_ids, item_rows, 10)
         theirs = top_n(items.astype(np.float64) @ spark_vector.astype(np.float64), item_ids, item_rows, 10)

@@ -19,6 +19,7 @@ import pytest
 
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.ml import registry
+from movielens_als.ml.hyperparams import RankingParams
 from movielens_als.ml.ranking_model import fit_ranking_model
 from movielens_als.serving.artifacts import save_recommender
 from movielens_als.serving.champion import load_version
@@ -28,7 +29,7 @@ from movielens_als.serving.requests import Limits, RequestError, parse_requests
 from movielens_als.serving.server import _error_fields, create_app
 from movielens_als.tasks.recommend import top_n_fn
 
-PARAMS = {"rank": 4, "alpha": 0.5, "reg_param": 0.1, "beta": 0.2, "implicit_value": "rating", "max_iter": 6}
+PARAMS = RankingParams(rank=4, alpha=0.5, reg_param=0.1, beta=0.2, implicit_value="rating", max_iter=6)
 SERVING = {"run_id": "r1", "rank": 4, "alpha": 0.5, "reg_param": 0.1, "beta": 0.2, "implicit_value": "rating",
            "min_ratings": 3, "default_n": 10, "popular_min_count": 2, "popular_damping": 1.0}  # fmt: skip
 
@@ -56,7 +57,7 @@ def recommender(built) -> Recommender:
 
 def _beta_n(recommender) -> float:
     """beta times the mean user's ratings (all positive here), as the serving fit regularised its users."""
-    return PARAMS["beta"] * len(recommender.seen_items) / len(recommender.user_ids)
+    return PARAMS.beta * len(recommender.seen_items) / len(recommender.user_ids)
 
 
 def answer(recommender, *records) -> pd.DataFrame:
@@ -133,7 +134,7 @@ def test_a_known_user_with_fresh_ratings_folds_in_the_union_fresh_winning(built,
     ("dropped", "beta_n"),
     [
         ({"beta", "beta_n"}, 0.0),  # before iALS: Spark's ALS
-        ({"beta_n"}, PARAMS["beta"] * 25),  # iALS fitted with beta * N_items (25 movies)
+        ({"beta_n"}, PARAMS.beta * 25),  # iALS fitted with beta * N_items (25 movies)
     ],
 )
 def test_older_artifacts_fold_in_with_the_regulariser_they_were_fitted_with(recommender, dropped, beta_n):

@@ -14,8 +14,9 @@ import pytest
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.splitting import tuning_frames
+from movielens_als.ml.training_runs import claim_run, write_run
 from movielens_als.tasks.split import split
-from movielens_als.tasks.train import _claim_run, _write_run, train
+from movielens_als.tasks.train import train
 
 TINY_GRID = {
     "rating": {"rank": [2], "reg_param": [0.1], "max_iter": [2], "passes": [1]},
@@ -100,8 +101,8 @@ def test_the_next_train_marks_failed_what_a_killed_trainer_left_running(spark, n
     assert done.returncode == -9, done.stderr
     owner, mlflow_run_id = done.stdout.split()
     assert mlflow.get_run(mlflow_run_id).info.status == "RUNNING"  # nobody ended it
-    _write_run(spark, namespace, {"run_id": "ghost", "status": "running", "owner": owner})
-    _claim_run(spark, namespace, "next")  # what every train does first
+    write_run(spark, namespace, {"run_id": "ghost", "status": "running", "owner": owner})
+    claim_run(spark, namespace, "next")  # what every train does first
     row = spark.table(namespace.table("training_runs")).where("run_id = 'ghost'").first()
     assert (row["status"], row["error"]) == ("failed", f"process {owner} stopped while training (found by run next)")
     assert mlflow.get_run(mlflow_run_id).info.status == "FAILED"
