@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.ml.als import als_blocks
+from movielens_als.ml.blend import NeighbourLists, knn_values
 from movielens_als.ml.factors import Factors, read_parquet, write_parquet
 from movielens_als.ml.topk import top_k_fn
 
@@ -59,16 +60,13 @@ def knn_feature_fn(df: DataFrame, neighbours: DataFrame, residuals: DataFrame, o
     blocks of users, where numpy looks up each pair's k neighbours among the user's residuals. Joining
     pairs x k rows with the residuals in Spark instead shuffled and spilled gigabytes at 5M ratings.
     """
-    lists = neighbours.select(
+    arrow = neighbours.select(
         F.col(ITEM).cast("long").alias(ITEM),
         F.col(NEIGHBOUR).cast("long").alias(NEIGHBOUR),
         F.col("similarity").cast("double").alias("similarity"),
     ).toArrow()
-    order = np.lexsort((lists[NEIGHBOUR].to_numpy(), lists[ITEM].to_numpy()))
-    movie_of = lists[ITEM].to_numpy()[order]
-    movies, counts = np.unique(movie_of, return_counts=True)
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    solve = _knn_block(movies, indptr, lists[NEIGHBOUR].to_numpy()[order], lists["similarity"].to_numpy()[order], out)
+    lists = NeighbourLists.of(*(arrow[c].to_numpy() for c in (ITEM, NEIGHBOUR, "similarity")))
+    solve = _knn_block(lists, out)
     blocks = max(KNN_BLOCKS, 2 * als_blocks(df.sparkSession))
     user, movie = F.col(USER).cast("long"), F.col(ITEM).cast("long")
     block = F.pmod(F.hash(user), F.lit(blocks)).alias("_block")  # of the long id: both sides hash the same type
@@ -85,43 +83,19 @@ def knn_feature_fn(df: DataFrame, neighbours: DataFrame, residuals: DataFrame, o
 
 
 KNN_BLOCKS = 16  # at least this many user blocks: a block's residuals are one pandas frame
-_KNN_CHUNK = 16_384  # pairs per numpy pass: x k neighbours rows at a time
 
 
-def _knn_block(movies: np.ndarray, indptr: np.ndarray, neighbour: np.ndarray, similarity: np.ndarray, out: str):
+def _knn_block(lists: NeighbourLists, out: str):
     """The pandas function of one user block: its (u, i) pairs against its users' residuals."""
 
     def solve(pairs: pd.DataFrame, rated: pd.DataFrame) -> pd.DataFrame:
         pairs = pairs.drop_duplicates([USER, ITEM])
         users, items = pairs[USER].to_numpy(np.int64), pairs[ITEM].to_numpy(np.int64)
-        # (user, movie) as one sortable key; a rating given twice counts twice, as a join would count it.
-        keys, slot = np.unique(_pair_key(rated[USER].to_numpy(np.int64), rated[ITEM].to_numpy(np.int64)),
-                               return_inverse=True)  # fmt: skip
-        residual_sum = np.bincount(slot, weights=rated["residual"].to_numpy(np.float64), minlength=len(keys))
-        times = np.bincount(slot, minlength=len(keys)).astype(np.float64)
-        row = np.minimum(np.searchsorted(movies, items), max(len(movies) - 1, 0))
-        listed = (movies[row] == items) if len(movies) else np.zeros(len(items), bool)
-        value = np.zeros(len(items))
-        for start in range(0, len(items), _KNN_CHUNK):
-            part = slice(start, start + _KNN_CHUNK)
-            first = np.where(listed[part], indptr[row[part]], 0)
-            n = np.where(listed[part], indptr[np.minimum(row[part] + 1, len(indptr) - 1)] - first, 0)
-            pair = np.repeat(np.arange(len(n)), n)  # each pair's index, once per neighbour
-            at = np.arange(pair.size) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first, n)
-            wanted = _pair_key(users[part][pair], neighbour[at])
-            hit = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-            found = (keys[hit] == wanted) if len(keys) else np.zeros(pair.size, bool)
-            s, hit, pair = similarity[at][found], hit[found], pair[found]
-            num = np.bincount(pair, weights=s * residual_sum[hit], minlength=len(n))
-            den = np.bincount(pair, weights=s * times[hit], minlength=len(n))
-            value[part] = num / (1.0 + den)
+        value = knn_values(lists, users, items, rated[USER].to_numpy(), rated[ITEM].to_numpy(),
+                           rated["residual"].to_numpy())  # fmt: skip
         return pd.DataFrame({f"{USER}_": users, f"{ITEM}_": items, out: value})
 
     return solve
-
-
-def _pair_key(users: np.ndarray, movies: np.ndarray) -> np.ndarray:
-    return (users << np.int64(32)) | (movies & np.int64(0xFFFFFFFF))
 
 
 @dataclass

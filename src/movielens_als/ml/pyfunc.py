@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from movielens_als.columns import ITEM, PREDICTION, USER
+from movielens_als.ml.blend import Blend, NeighbourLists, knn_values
 
 
 def _factors(folder: Path) -> tuple[dict[int, int], np.ndarray, dict[int, int], np.ndarray]:
@@ -50,19 +51,6 @@ class RankingPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({PREDICTION: _dot(model_input, self.factors)})
 
 
-def _knn_feature(model_input: pd.DataFrame, neighbours: pd.DataFrame, residuals: pd.DataFrame) -> np.ndarray:
-    """Per row, ``sum(s_ij * e_uj) / (1 + sum(s_ij))`` over movie i's neighbours j that user u rated; 0 when none.
-    The rows join their movie's neighbours (rows x k), then the user's residuals on (u, j), as in Spark."""
-    rows = pd.DataFrame({"_row": np.arange(len(model_input)), USER: model_input[USER].to_numpy().astype(np.int64),
-                         ITEM: model_input[ITEM].to_numpy().astype(np.int64)})  # fmt: skip
-    joined = rows.merge(neighbours, on=ITEM).merge(residuals, on=[USER, "neighbour_id"])
-    joined["_weighted"] = joined["similarity"] * joined["residual"]
-    sums = joined.groupby("_row")[["_weighted", "similarity"]].sum()
-    out = np.zeros(len(model_input))
-    out[sums.index.to_numpy()] = (sums["_weighted"] / (1.0 + sums["similarity"])).to_numpy()
-    return out
-
-
 class RatingPyfunc(mlflow.pyfunc.PythonModel):
     """Baseline + residual factors, blended with the ranking score and the neighbour feature, clipped to the
     rating scale."""
@@ -70,7 +58,7 @@ class RatingPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         folder = Path(context.artifacts["model"])
         self.meta = json.loads((folder / "baseline" / "baseline.json").read_text())
-        self.blend = json.loads((folder / "blend.json").read_text())
+        self.blend = Blend.load(folder)
         self.user_bias = pd.read_parquet(folder / "baseline" / "user_bias.parquet").set_index(USER)["user_bias"]
         self.item_bias = pd.read_parquet(folder / "baseline" / "item_bias.parquet").set_index(ITEM)["item_bias"]
         self.residual = _factors(folder / "residual")
@@ -78,10 +66,10 @@ class RatingPyfunc(mlflow.pyfunc.PythonModel):
         self.neighbours = self.residuals = None
         knn = folder / "knn"
         if knn.exists():  # a model saved before the knn term has none, and a blend weight of 0 for it
-            ids = {ITEM: "int64", "neighbour_id": "int64"}
-            self.neighbours = pd.read_parquet(knn / "neighbours").astype(ids)
-            residuals = pd.read_parquet(knn / "residuals").rename(columns={ITEM: "neighbour_id"})
-            self.residuals = residuals.astype({USER: "int64", "neighbour_id": "int64"})
+            lists = pd.read_parquet(knn / "neighbours")
+            self.neighbours = NeighbourLists.of(*(lists[c].to_numpy() for c in (ITEM, "neighbour_id", "similarity")))
+            residuals = pd.read_parquet(knn / "residuals")
+            self.residuals = tuple(residuals[c].to_numpy() for c in (USER, ITEM, "residual"))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         baseline = (
@@ -91,8 +79,9 @@ class RatingPyfunc(mlflow.pyfunc.PythonModel):
         )
         explicit = baseline + np.nan_to_num(_dot(model_input, self.residual))
         score = np.nan_to_num(_dot(model_input, self.implicit))
-        b = self.blend
-        value = b["intercept"] + b["explicit"] * explicit + b["implicit"] * score
-        if b.get("knn"):
-            value = value + b["knn"] * _knn_feature(model_input, self.neighbours, self.residuals)
+        knn = 0.0
+        if self.blend.knn:
+            users, items = model_input[USER].to_numpy(), model_input[ITEM].to_numpy()
+            knn = knn_values(self.neighbours, users, items, *self.residuals)
+        value = self.blend.combine(explicit, score, knn)
         return pd.DataFrame({PREDICTION: np.clip(value, self.meta["rating_min"], self.meta["rating_max"])})

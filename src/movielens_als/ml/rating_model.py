@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from movielens_als.columns import ITEM, PREDICTION, RATING, USER
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.als import als_estimator, fit_als
+from movielens_als.ml.blend import Blend
 from movielens_als.ml.factors import Factors, read_parquet, write_parquet
 from movielens_als.ml.hyperparams import RatingParams
 from movielens_als.ml.knn import Knn
@@ -131,37 +132,6 @@ def fit_rating_model(
     return baseline, model
 
 
-@dataclass(frozen=True)
-class Blend:
-    """``prediction = intercept + explicit * (baseline + factors) + implicit * ranking score + knn * knn_ui``.
-
-    Which movies a user chose to rate says something about how they rate them (the insight behind
-    Koren's SVD++); the implicit ranking model's score carries it. ``knn_ui`` adds what the factors
-    smooth away: how the user rated movies much like this one (ml-100k research: test RMSE 0.910 ->
-    0.892). The weights are least squares on the validation split, shrunk towards the unblended model
-    (0, 1, 0, 0) by ``PRIOR_ROWS`` pseudo-rows so a tiny validation split cannot produce wild weights.
-    """
-
-    intercept: float = 0.0
-    explicit: float = 1.0
-    implicit: float = 0.0
-    knn: float = 0.0  # a blend.json saved before the knn term loads with 0
-
-    PRIOR_ROWS = 100.0
-    FEATURES = ("_explicit", "_implicit", "_knn")  # the columns weighted by explicit, implicit, knn
-
-    def as_dict(self) -> dict[str, float]:
-        return {"intercept": self.intercept, "explicit": self.explicit, "implicit": self.implicit, "knn": self.knn}
-
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "blend.json").write_text(json.dumps(self.as_dict()))
-
-    @classmethod
-    def load(cls, folder: Path) -> Blend:
-        return cls(**json.loads((folder / "blend.json").read_text()))
-
-
 def _clip(col, baseline: BiasBaseline):
     return F.least(F.greatest(col, F.lit(baseline.rating_min)), F.lit(baseline.rating_max))
 
@@ -205,9 +175,7 @@ def predict_ratings_fn(
 
 def blended_fn(features: DataFrame, blend: Blend, baseline: BiasBaseline) -> DataFrame:
     """``features`` (from :func:`blend_features_fn`) with ``prediction`` of ``blend``, clipped, the features dropped."""
-    pred = F.lit(blend.intercept)
-    for weight, feature in zip((blend.explicit, blend.implicit, blend.knn), Blend.FEATURES, strict=True):
-        pred = pred + F.lit(weight) * F.col(feature)
+    pred = blend.combine(*(F.col(feature) for feature in Blend.FEATURES))
     return features.withColumn(PREDICTION, _clip(pred, baseline).cast("double")).drop(*Blend.FEATURES)
 
 

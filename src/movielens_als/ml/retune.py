@@ -23,9 +23,9 @@ from movielens_als.errors import MovieLensAlsError
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.tables import table_exists
 from movielens_als.ml import registry
+from movielens_als.ml.blend import Blend
 from movielens_als.ml.hyperparams import RankingParams, RatingParams
 from movielens_als.ml.models import TRAINING_RUNS
-from movielens_als.ml.rating_model import Blend
 from movielens_als.ml.registry import CHAMPION, RANKING_MODEL
 
 log = logging.getLogger(__name__)

@@ -38,13 +38,14 @@ from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.names import Namespace
 from movielens_als.lakehouse.spark import ensure_checkpoint_dir
 from movielens_als.ml import registry, retune
+from movielens_als.ml.blend import Blend
 from movielens_als.ml.factors import Factors
 from movielens_als.ml.grid import grid_points, parse_grid
 from movielens_als.ml.hyperparams import RankingParams, RatingParams
 from movielens_als.ml.knn import fit_knn
 from movielens_als.ml.models import TRAINING_RUNS, RunModels, validate_run_id
 from movielens_als.ml.ranking_model import fit_ranking_model
-from movielens_als.ml.rating_model import Blend, RatingModel, fit_rating_model
+from movielens_als.ml.rating_model import RatingModel, fit_rating_model
 from movielens_als.ml.registry import RANKING_MODEL, RATING_MODEL, RECOMMENDER_MODEL
 from movielens_als.ml.retune import Tuned
 from movielens_als.ml.splitting import read_splits, tuning_frames

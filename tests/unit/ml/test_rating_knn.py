@@ -11,12 +11,12 @@ import pytest
 from chispa import assert_approx_df_equality
 
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.ml.blend import Blend, NeighbourLists, knn_values
 from movielens_als.ml.factors import Factors
 from movielens_als.ml.hyperparams import RatingParams
 from movielens_als.ml.knn import fit_knn, item_neighbours_fn, knn_feature_fn
 from movielens_als.ml.pyfunc import RatingPyfunc
 from movielens_als.ml.rating_model import (
-    Blend,
     RatingModel,
     blend_weights_fn,
     fit_rating_model,
@@ -66,6 +66,21 @@ def test_knn_feature_hand_derived(spark):
         "user_id INT, movie_id INT, _knn DOUBLE",
     )
     assert_approx_df_equality(got, want, 1e-12, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_numpy_core_both_paths_run_counts_a_rating_given_twice_twice():
+    lists = NeighbourLists.of(np.array([20, 10, 10]), np.array([10, 30, 20]), np.array([0.5, 0.25, 0.5]))
+    assert (lists.movies.tolist(), lists.indptr.tolist(), lists.neighbour.tolist()) == (
+        [10, 20],
+        [0, 2, 3],
+        [20, 30, 10],
+    )
+    rated = (np.array([1, 1, 1]), np.array([20, 20, 30]), np.array([1.0, 3.0, 2.0]))  # (1, 20) rated twice
+    got = knn_values(lists, np.array([1, 1, 5]), np.array([10, 99, 10]), *rated)
+    # 0.5 * (1 + 3) + 0.25 * 2 over 1 + 2 * 0.5 + 0.25; movie 99 has no list; user 5 rated nothing
+    assert got.tolist() == pytest.approx([(0.5 * 4.0 + 0.25 * 2.0) / (1 + 1.0 + 0.25), 0.0, 0.0], abs=1e-15)
+    assert knn_values(NeighbourLists.of([], [], []), np.array([1]), np.array([10]), *rated).tolist() == [0.0]
+    assert Blend(0.5, 2.0, 3.0, 4.0).combine(np.array([1.0]), np.array([10.0]), 100.0).tolist() == [432.5]
 
 
 def _tiny_ratings(spark, n_users: int = 9, n_items: int = 7):

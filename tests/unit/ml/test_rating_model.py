@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 from chispa import assert_approx_df_equality
 
+from movielens_als.ml.blend import Blend
 from movielens_als.ml.hyperparams import RatingParams
 from movielens_als.ml.rating_model import (
-    Blend,
     blend_weights_fn,
     fit_bias_baseline,
     fit_rating_model,

@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 
 from movielens_als.errors import MovieLensAlsError
+from movielens_als.ml.blend import Blend
 from movielens_als.ml.grid import parse_grid
 from movielens_als.ml.hyperparams import RankingParams, RatingParams
-from movielens_als.ml.rating_model import Blend
 from movielens_als.ml.retune import Tuned, changed_fraction_fn, decide
 
 GRID = parse_grid({"ranking": {"reg_param": [0.1]}})
