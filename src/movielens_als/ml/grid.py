@@ -20,10 +20,10 @@ from typing import Any
 from movielens_als.errors import MovieLensAlsError
 
 # Rating: one point, the benchmark grid's winner on ml-100k (benchmarks/als_ml100k.py), so `make run` trains what
-# the README's Results measured without searching again. Ranking: iALS with alpha 0.6 (issue 19: it won in 9 of 10
-# seeds) and beta 2.3 (times the mean user's or movie's ratings: on ml-100k's tuning fit the same penalty as issue
-# 19's 0.1 x the other side's count, which at 5M ratings ranked like popularity); nDCG responds sharply to lambda,
-# so its four values are searched.
+# the README's Results measured without searching again. Ranking: iALS with alpha 0.6 (it won in 9 of 10 seeds) and
+# beta 2.3 (times the mean user's or movie's ratings: on ml-100k's tuning fit the same penalty as 0.1 x the other
+# side's count, which at 5M ratings ranked like popularity); nDCG responds sharply to lambda, so its four values are
+# searched. The measurements behind both: README, Results.
 DEFAULT_GRID: dict[str, Any] = {
     "rating": {
         "reg_user": [3.0],
@@ -32,8 +32,8 @@ DEFAULT_GRID: dict[str, Any] = {
         "reg_param": [0.12],
         "max_iter": [20],
         "passes": [3],
-        # Issue 19 research (numpy, ml-100k, 6 seeds): K = 100, power 3 chosen most; the settings tried were
-        # within 0.002 RMSE. In the grid so `--grid` can search them, at the cost of one blend fit per point.
+        # On ml-100k over 6 seeds K = 100, power 3 was chosen most; the settings tried were within 0.002 RMSE.
+        # In the grid so `--grid` can search them, at the cost of one blend fit per point.
         "knn_k": [100],
         "knn_power": [3.0],
     },
