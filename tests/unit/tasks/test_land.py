@@ -1,4 +1,5 @@
-"""The land task on tiny releases the tests write: typed tables, quarantine, failures, idempotency."""
+"""The land task on tiny releases the tests write: typed tables, quarantine, failures, idempotency. A crash between
+two table writes and its re-run: tests/integration/test_crash.py (land.wrote_movies, raised and killed)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from chispa import assert_df_equality
 from movielens_als.errors import LandingError, QuarantineThresholdError
 from movielens_als.lakehouse import tables
 from movielens_als.lakehouse.names import Namespace
-from movielens_als.tasks import land as land_module
 from movielens_als.tasks.land import land
 from tests.fixtures import RATINGS_100K, item_line, write_csv_release, write_ml100k, zip_folder
 
@@ -290,32 +290,3 @@ def test_landing_the_same_release_twice_rewrites_nothing_and_a_changed_one_rewri
     # A clean release leaves quarantine empty, and Delta commits nothing for an empty overwrite of an empty table.
     assert spark.table(namespace.table("quarantine")).count() == 0
     assert land(spark, namespace, storage, source=str(folder), max_quarantine_fraction=1.0).details["unchanged"] is True
-
-
-def test_crash_between_table_writes_then_rerun_matches_one_clean_run(spark, namespace, storage, tmp_path, monkeypatch):
-    source = str(write_ml100k(tmp_path / "ml-100k"))
-    real_overwrite = tables.overwrite
-
-    def crash_after_movies(spark_, ns, spec, df, metadata=None):
-        real_overwrite(spark_, ns, spec, df, metadata)
-        if spec.name == "movies":
-            raise RuntimeError("injected crash after writing movies")
-
-    monkeypatch.setattr(land_module.tables, "overwrite", crash_after_movies)
-    with pytest.raises(RuntimeError, match="injected crash"):
-        land(spark, namespace, storage, source=source)
-    assert tables.table_version(spark, namespace, "ratings") is None  # the crash hit before ratings
-    monkeypatch.setattr(land_module.tables, "overwrite", real_overwrite)
-
-    land(spark, namespace, storage, source=source)
-    clean = Namespace("spark_catalog", namespace.schema + "_clean")
-    land(spark, clean, storage, source=source)
-
-    for table in ("ratings", "movies", "users", "quarantine"):
-        assert_df_equality(
-            spark.table(namespace.table(table)),
-            spark.table(clean.table(table)),
-            ignore_row_order=True,
-            ignore_nullable=True,
-            ignore_metadata=True,
-        )
