@@ -104,16 +104,33 @@ def champion_tuning(spark: SparkSession, namespace: Namespace) -> Tuned | None:
     tuning = champion if tuned_by == champion["run_id"] else runs.where(F.col("run_id") == tuned_by).first()
     if tuning is None:
         return None
-    rating = json.loads(champion["rating_hyperparams"])
+    recorded = recorded_hyperparams(champion["rating_hyperparams"], champion["ranking_hyperparams"])
+    if recorded is None:
+        log.info("run %s recorded hyperparameters this version cannot fit with: not reused", champion["run_id"])
+        return None
+    rating, blend, ranking = recorded
     return Tuned(
         run_id=tuned_by,
         protocol=tuning["protocol"],
         grid=json.loads(tuning["params"]),
         ratings_version=tuning["ratings_version"],
-        rating=RatingParams.from_dict(rating),
-        blend=Blend(**rating.get("blend", {})),
-        ranking=RankingParams.from_dict(json.loads(champion["ranking_hyperparams"])),
+        rating=rating,
+        blend=blend,
+        ranking=ranking,
     )
+
+
+def recorded_hyperparams(rating: str, ranking: str) -> tuple[RatingParams, Blend, RankingParams] | None:
+    """``training_runs``' JSON of a run's choice, typed; None when a run of an older version recorded less than a fit
+    needs (no neighbour feature, no ``beta``)."""
+    rating_values, ranking_values = json.loads(rating), json.loads(ranking)
+    try:
+        rating_params, ranking_params = RatingParams.from_dict(rating_values), RankingParams.from_dict(ranking_values)
+    except (KeyError, TypeError):
+        return None
+    if rating_params.knn_k is None or rating_params.knn_power is None:
+        return None
+    return rating_params, Blend(**rating_values.get("blend", {})), ranking_params
 
 
 def changed_fraction_fn(spark: SparkSession, namespace: Namespace, now: int) -> Callable[[int], float | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -10,7 +11,7 @@ from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.blend import Blend
 from movielens_als.ml.grid import parse_grid
 from movielens_als.ml.hyperparams import RankingParams, RatingParams
-from movielens_als.ml.retune import Tuned, changed_fraction_fn, decide
+from movielens_als.ml.retune import Tuned, changed_fraction_fn, decide, recorded_hyperparams
 
 GRID = parse_grid({"ranking": {"reg_param": [0.1]}})
 RATING = RatingParams(reg_user=3.0, reg_item=3.0, rank=50, reg_param=0.12, max_iter=20, passes=3, knn_k=100,
@@ -46,6 +47,15 @@ def test_tune_rule(mode, tuned, protocol, grid, changed, reuse, reason):
     assert (plan.reuse is not None, plan.tune) == (reuse, not reuse)
     assert plan.reuse is (tuned if reuse else None)
     assert reason in plan.reason, plan.reason
+
+
+def test_recorded_hyperparameters_read_back_typed_or_not_at_all_when_an_older_run_recorded_less():
+    rating = json.dumps(RATING.as_dict() | {"blend": {"intercept": 0.1, "explicit": 0.9, "implicit": 0.2, "knn": 0.3}})
+    ranking = json.dumps(RANKING.as_dict())
+    assert recorded_hyperparams(rating, ranking) == (RATING, Blend(0.1, 0.9, 0.2, 0.3), RANKING)
+    no_knn = json.dumps({k: v for k, v in RATING.as_dict().items() if not k.startswith("knn")})
+    no_beta = json.dumps({k: v for k, v in RANKING.as_dict().items() if k != "beta"})
+    assert recorded_hyperparams(no_knn, ranking) is None and recorded_hyperparams(rating, no_beta) is None
 
 
 def test_never_without_a_champion_and_an_unknown_mode_are_errors():
