@@ -55,7 +55,7 @@ def main() -> int:
     storage = storage_root(ns, "files", home)
     ensure_checkpoint_dir(spark, storage)
     land(spark, ns, storage, source=str(source), size="100k")
-    points = grid_points(DEFAULT_GRID["ranking"], RankingParams.NAMES)
+    points = grid_points(DEFAULT_GRID["ranking"], RankingParams.names())
     params = RankingParams.from_dict(points[len(points) // 2])
     print(f"ranking point: {params.as_dict()}", flush=True)
     rows = []

@@ -55,11 +55,14 @@ class RankingParams:
     max_iter: int
     implicit_value: str
 
-    NAMES: ClassVar[tuple[str, ...]] = ("rank", "reg_param", "alpha", "beta", "max_iter", "implicit_value")
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The fields, in the order a grid's points enumerate them."""
+        return tuple(f.name for f in dataclasses.fields(cls))
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RankingParams:
-        return cls(**{name: values[name] for name in cls.NAMES})
+        return cls(**{name: values[name] for name in cls.names()})

@@ -132,7 +132,7 @@ def tune_ranking(
     scores: list[dict] = []
     fitted: list[Factors | None] = []
     users = validation.select(USER).distinct()
-    points = [RankingParams(**p) for p in grid_points(grid, RankingParams.NAMES)]
+    points = [RankingParams(**p) for p in grid_points(grid, RankingParams.names())]
     blocked: dict[str, Blocked] = {}
     layout = None
     try:

@@ -144,7 +144,7 @@ def fits_planned(grid: dict, plan: retune.Plan) -> int:
     searched = 0
     if plan.tune:
         searched += sum(len(grid_points(grid["rating"], names)) for names in (RatingParams.BIAS, RatingParams.ALS))
-        searched += len(grid_points(grid["ranking"], RankingParams.NAMES))
+        searched += len(grid_points(grid["ranking"], RankingParams.names()))
     return searched + REFITS
 
 
