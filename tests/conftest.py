@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from movielens_als.lakehouse.names import Namespace
-from movielens_als.lakehouse.spark import JAVA_OPTIONS_ENV, get_spark
+from movielens_als.lakehouse.spark import DRIVER_MEMORY_ENV, JAVA_OPTIONS_ENV, get_spark
 from movielens_als.ml import registry
 from tests.jvm_archive import ARCHIVE_ENV, archive_options
 from tests.optional import unavailable
@@ -42,7 +42,7 @@ def lakehouse_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def spark(lakehouse_home):
-    os.environ.setdefault("MOVIELENS_ALS_DRIVER_MEMORY", "2g")
+    os.environ.setdefault(DRIVER_MEMORY_ENV, "2g")
     session = get_spark(lakehouse_home)
     # Tiny test data: a couple of partitions beats the default split into many empty tasks.
     session.conf.set("spark.sql.shuffle.partitions", "2")

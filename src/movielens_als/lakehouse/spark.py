@@ -53,6 +53,8 @@ MASTER_ENV = "MOVIELENS_ALS_MASTER"
 CORES_ENV = "MOVIELENS_ALS_CORES"
 EXECUTOR_MEMORY_ENV = "MOVIELENS_ALS_EXECUTOR_MEMORY"
 JAVA_OPTIONS_ENV = "MOVIELENS_ALS_JAVA_OPTIONS"  # extra JVM flags for driver and executors (the tests set C1-only)
+DRIVER_MEMORY_ENV = "MOVIELENS_ALS_DRIVER_MEMORY"
+DRIVER_MEMORY = "4g"  # what a local run's driver JVM may take: the 25M DAG peaks under 6 GB with it
 LOOPBACK = "127.0.0.1"
 DEFAULT_HOME = ".lakehouse"
 CHECKPOINT_CONF = "spark.checkpoint.dir"  # Spark 4.0: the Spark context's checkpoint dir, set at start
@@ -180,7 +182,7 @@ def _builder(home: Path, cores: int, app_name: str, master: str | None = None) -
         .config("spark.driver.bindAddress", LOOPBACK)
         .config("spark.sql.shuffle.partitions", str(max(2, 2 * cores)))
         .config("spark.default.parallelism", str(cores))
-        .config("spark.driver.memory", os.environ.get("MOVIELENS_ALS_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, DRIVER_MEMORY))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
