@@ -134,8 +134,8 @@ def _ratings(df: DataFrame) -> DataFrame:
     )
 
 
-def _pkey(id_col, keys: tuple[int, ...]):
-    """The partition key of an id's block (``id mod B``)."""
+def block_key(id_col, keys: tuple[int, ...]):
+    """The partition key (of :func:`partition_keys`) of an id's block, ``id mod B``."""
     return F.element_at(F.array(*[F.lit(k) for k in keys]), F.pmod(id_col, F.lit(len(keys))) + 1)
 
 
@@ -145,7 +145,7 @@ def _side(ratings: DataFrame, key: str, other: str, keys: tuple[int, ...]) -> _S
         ratings.groupBy(key)
         .agg(pairs.alias("p"))
         .select(
-            _pkey(F.col(key), keys).alias("pkey"),
+            block_key(F.col(key), keys).alias("pkey"),
             F.col(key).alias("id"),
             F.col(f"p.{other}").alias("others"),
             F.col("p.v").alias("values"),

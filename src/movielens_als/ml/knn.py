@@ -17,6 +17,7 @@ from movielens_als.columns import ITEM, RATING, USER
 from movielens_als.ml.als import als_blocks
 from movielens_als.ml.blend import NeighbourLists, knn_values
 from movielens_als.ml.factors import Factors, read_parquet, write_parquet
+from movielens_als.ml.ials import block_key, partition_keys
 from movielens_als.ml.topk import top_k_fn
 
 
@@ -67,22 +68,28 @@ def knn_feature_fn(df: DataFrame, neighbours: DataFrame, residuals: DataFrame, o
     ).toArrow()
     lists = NeighbourLists.of(*(arrow[c].to_numpy() for c in (ITEM, NEIGHBOUR, "similarity")))
     solve = _knn_block(lists, out)
-    blocks = max(KNN_BLOCKS, 2 * als_blocks(df.sparkSession))
-    user, movie = F.col(USER).cast("long"), F.col(ITEM).cast("long")
-    block = F.pmod(F.hash(user), F.lit(blocks)).alias("_block")  # of the long id: both sides hash the same type
-    pairs = df.select(user.alias(USER), movie.alias(ITEM), block)
-    rated = residuals.select(user.alias(USER), movie.alias(ITEM), F.col("residual").cast("double"), block)
+    keys = partition_keys(df.sparkSession, max(KNN_BLOCKS, 2 * als_blocks(df.sparkSession)))
+    user, movie = F.col(USER).cast("int"), F.col(ITEM).cast("int")
+    pairs = user_blocks(df.select(user.alias(USER), movie.alias(ITEM)), keys)
+    rated = user_blocks(residuals.select(user.alias(USER), movie.alias(ITEM), F.col("residual").cast("double")), keys)
     feature = (
-        pairs.groupBy("_block")
-        .cogroup(rated.groupBy("_block"))
-        .applyInPandas(solve, f"{USER}_ BIGINT, {ITEM}_ BIGINT, {out} DOUBLE")
+        pairs.groupBy("pkey")
+        .cogroup(rated.groupBy("pkey"))
+        .applyInPandas(solve, f"{USER}_ INT, {ITEM}_ INT, {out} DOUBLE")
     )
     on = (df[USER] == feature[f"{USER}_"]) & (df[ITEM] == feature[f"{ITEM}_"])
     joined = df.join(feature, on, "left").drop(f"{USER}_", f"{ITEM}_")
     return joined.withColumn(out, F.coalesce(out, F.lit(0.0)))
 
 
-KNN_BLOCKS = 16  # at least this many user blocks: a block's residuals are one pandas frame
+KNN_BLOCKS = 16  # at least this many user blocks: a block's residuals are one pandas frame and one task's sort
+
+
+def user_blocks(df: DataFrame, keys: tuple[int, ...]) -> DataFrame:
+    """``df`` with ``pkey``, its user's block key (:func:`~movielens_als.ml.ials.partition_keys`), block ``b`` in
+    partition ``b``. Asked for by number, so adaptive execution keeps every partition: merged into four, the
+    blocks of 25M ratings outgrew a 4 GB driver's execution memory."""
+    return df.withColumn("pkey", block_key(F.col(USER), keys)).repartition(len(keys), "pkey")
 
 
 def _knn_block(lists: NeighbourLists, out: str):

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality
+from pyspark.sql import functions as F
 
 from movielens_als.errors import MovieLensAlsError
 from movielens_als.ml.blend import Blend, NeighbourLists, knn_values
 from movielens_als.ml.factors import Factors
 from movielens_als.ml.hyperparams import RatingParams
-from movielens_als.ml.knn import fit_knn, item_neighbours_fn, knn_feature_fn
+from movielens_als.ml.ials import partition_keys
+from movielens_als.ml.knn import KNN_BLOCKS, fit_knn, item_neighbours_fn, knn_feature_fn, user_blocks
 from movielens_als.ml.pyfunc import RatingPyfunc
 from movielens_als.ml.rating_model import (
     RatingModel,
@@ -66,6 +68,19 @@ def test_knn_feature_hand_derived(spark):
         "user_id INT, movie_id INT, _knn DOUBLE",
     )
     assert_approx_df_equality(got, want, 1e-12, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_each_user_block_is_a_partition_of_its_own_that_adaptive_execution_keeps(spark):
+    """The feature's pairs and residuals meet in ``KNN_BLOCKS`` partitions, block ``user mod B`` in partition
+    ``user mod B``, with the session's adaptive execution on (it merged small partitions when the cogroup shuffled
+    them itself)."""
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
+    keys = partition_keys(spark, KNN_BLOCKS)
+    users = spark.range(0, 40 * KNN_BLOCKS).select(F.col("id").cast("int").alias("user_id"))
+    placed = user_blocks(users, keys).select(F.spark_partition_id().alias("part"), "user_id").collect()
+    assert len(placed) == 40 * KNN_BLOCKS
+    assert {r["part"] for r in placed} == set(range(KNN_BLOCKS))
+    assert all(r["part"] == r["user_id"] % KNN_BLOCKS for r in placed)
 
 
 def test_the_numpy_core_both_paths_run_counts_a_rating_given_twice_twice():
