@@ -87,8 +87,8 @@ KNN_BLOCKS = 16  # at least this many user blocks: a block's residuals are one p
 
 def user_blocks(df: DataFrame, keys: tuple[int, ...]) -> DataFrame:
     """``df`` with ``pkey``, its user's block key (:func:`~movielens_als.ml.ials.partition_keys`), block ``b`` in
-    partition ``b``. Asked for by number, so adaptive execution keeps every partition: merged into four, the
-    blocks of 25M ratings outgrew a 4 GB driver's execution memory."""
+    partition ``b``. Asked for by number, so adaptive execution keeps every partition: in the session's 4 shuffle
+    partitions (two cores), a task's share of 25M ratings outgrew a 4 GB driver's execution memory."""
     return df.withColumn("pkey", block_key(F.col(USER), keys)).repartition(len(keys), "pkey")
 
 
