@@ -72,8 +72,8 @@ def test_knn_feature_hand_derived(spark):
 
 def test_each_user_block_is_a_partition_of_its_own_that_adaptive_execution_keeps(spark):
     """The feature's pairs and residuals meet in ``KNN_BLOCKS`` partitions, block ``user mod B`` in partition
-    ``user mod B``, with the session's adaptive execution on (it merged small partitions when the cogroup shuffled
-    them itself)."""
+    ``user mod B``, with the session's adaptive execution on, and the cogroup shuffles each side once, into that
+    layout (when it shuffled them itself, the blocks shared the session's few shuffle partitions)."""
     assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
     keys = partition_keys(spark, KNN_BLOCKS)
     users = spark.range(0, 40 * KNN_BLOCKS).select(F.col("id").cast("int").alias("user_id"))
@@ -81,6 +81,23 @@ def test_each_user_block_is_a_partition_of_its_own_that_adaptive_execution_keeps
     assert len(placed) == 40 * KNN_BLOCKS
     assert {r["part"] for r in placed} == set(range(KNN_BLOCKS))
     assert all(r["part"] == r["user_id"] % KNN_BLOCKS for r in placed)
+
+    neighbours = spark.createDataFrame([(10, 20, 0.5)], "movie_id INT, neighbour_id INT, similarity DOUBLE")
+    residuals = spark.createDataFrame([(1, 20, 1.0)], "user_id INT, movie_id INT, residual DOUBLE")
+    feature = knn_feature_fn(spark.createDataFrame([(1, 10)], PAIRS), neighbours, residuals)
+    plan = feature._jdf.queryExecution().executedPlan()
+    plan = plan.executedPlan() if plan.nodeName() == "AdaptiveSparkPlan" else plan
+    (cogroup,) = _nodes(plan, "FlatMapCoGroupsInPandas")
+    for side in (cogroup.left(), cogroup.right()):
+        (exchange,) = _nodes(side, "Exchange")
+        assert exchange.outputPartitioning().numPartitions() == KNN_BLOCKS
+
+
+def _nodes(node, name: str) -> list:
+    """The nodes called ``name`` in a physical plan's tree (py4j objects)."""
+    children = node.children()
+    below = [n for i in range(children.size()) for n in _nodes(children.apply(i), name)]
+    return ([node] if node.nodeName() == name else []) + below
 
 
 def test_the_numpy_core_both_paths_run_counts_a_rating_given_twice_twice():
