@@ -10,6 +10,7 @@ from movielens_als.ml.als import als_estimator
 from movielens_als.ml.factors import Factors
 from movielens_als.ml.ials import _half_step, _initial, _ratings, _side, block_ratings, fit_ials, partition_keys
 from movielens_als.ml.implicit import initial_factors
+from tests.plans import physical_plan, plan_nodes
 
 RANK, REG, ALPHA = 4, 0.1, 0.6
 
@@ -187,17 +188,11 @@ def test_two_blocks_are_two_partitions_and_a_half_step_solves_in_both(spark):
         assert len(per_task) == 2 and all(r["count"] > 0 for r in per_task)
         shipped = _initial(users, None, RANK, 1, keys).where("pkey >= 0").repartition(2, "pkey")
         query = items.rows.groupBy("pkey").cogroup(shipped.groupBy("pkey"))
-        plan = query.applyInPandas(lambda a, b: a, items.rows.schema)._jdf.queryExecution().executedPlan()
-        cogroup = plan.executedPlan() if plan.nodeName() == "AdaptiveSparkPlan" else plan
+        cogroup = physical_plan(query.applyInPandas(lambda a, b: a, items.rows.schema))
         assert cogroup.nodeName() == "FlatMapCoGroupsInPandas"
-        assert _node_names(cogroup.left()) == ["Sort", "InMemoryTableScan"]
-        assert _node_names(cogroup.right()).count("Exchange") == 1
+        assert [n.nodeName() for n in plan_nodes(cogroup.left())] == ["Sort", "InMemoryTableScan"]
+        assert [n.nodeName() for n in plan_nodes(cogroup.right())].count("Exchange") == 1
     finally:
         users.rows.unpersist()
         items.rows.unpersist()
         spark.conf.set("spark.sql.shuffle.partitions", previous)
-
-
-def _node_names(node) -> list[str]:
-    children = node.children()
-    return [node.nodeName()] + [n for i in range(children.size()) for n in _node_names(children.apply(i))]

@@ -24,6 +24,7 @@ from movielens_als.ml.rating_model import (
     fit_rating_model,
     predict_ratings_fn,
 )
+from tests.plans import physical_plan, plan_nodes
 
 PAIRS = "user_id INT, movie_id INT"
 ITEMS = {1: [1.0, 0.0], 2: [1.0, 1.0], 3: [0.0, 1.0], 4: [-1.0, -0.2], 5: [2.0, 0.3], 6: [0.0, 0.0]}
@@ -85,19 +86,10 @@ def test_each_user_block_is_a_partition_of_its_own_that_adaptive_execution_keeps
     neighbours = spark.createDataFrame([(10, 20, 0.5)], "movie_id INT, neighbour_id INT, similarity DOUBLE")
     residuals = spark.createDataFrame([(1, 20, 1.0)], "user_id INT, movie_id INT, residual DOUBLE")
     feature = knn_feature_fn(spark.createDataFrame([(1, 10)], PAIRS), neighbours, residuals)
-    plan = feature._jdf.queryExecution().executedPlan()
-    plan = plan.executedPlan() if plan.nodeName() == "AdaptiveSparkPlan" else plan
-    (cogroup,) = _nodes(plan, "FlatMapCoGroupsInPandas")
+    (cogroup,) = [n for n in plan_nodes(physical_plan(feature)) if n.nodeName() == "FlatMapCoGroupsInPandas"]
     for side in (cogroup.left(), cogroup.right()):
-        (exchange,) = _nodes(side, "Exchange")
+        (exchange,) = [n for n in plan_nodes(side) if n.nodeName() == "Exchange"]
         assert exchange.outputPartitioning().numPartitions() == KNN_BLOCKS
-
-
-def _nodes(node, name: str) -> list:
-    """The nodes called ``name`` in a physical plan's tree (py4j objects)."""
-    children = node.children()
-    below = [n for i in range(children.size()) for n in _nodes(children.apply(i), name)]
-    return ([node] if node.nodeName() == name else []) + below
 
 
 def test_the_numpy_core_both_paths_run_counts_a_rating_given_twice_twice():
